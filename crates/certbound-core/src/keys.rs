@@ -1,0 +1,519 @@
+//! Verification keys and key sets, parsed from a JWKS document (RFC 7517) without I/O.
+//!
+//! Keys are turned into verification keys once, when the document is parsed — never per request.
+//! A key that cannot be used (unknown `kty`, `use: "enc"`, missing parameters, RSA shorter than
+//! 2048 bits, a symmetric key in a public document) is skipped with a reason; a document with no
+//! usable key is an error.
+//!
+//! ```
+//! use certbound_core::KeySet;
+//!
+//! let jwks = br#"{"keys":[
+//!   {"kty":"EC","crv":"P-256","kid":"ec-1","use":"sig",
+//!    "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+//!    "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
+//!   {"kty":"RSA","use":"enc","kid":"enc-1","n":"AQAB","e":"AQAB"}
+//! ]}"#;
+//! let parsed = KeySet::from_jwks(jwks).unwrap();
+//! assert_eq!(parsed.keys.len(), 1);
+//! assert_eq!(parsed.skipped.len(), 1); // the encryption key, with its reason
+//! assert!(parsed.keys.get(Some("ec-1"), jsonwebtoken::Algorithm::ES256).is_ok());
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
+use serde_json::{Map, Value};
+
+use crate::jose::parse_object;
+use crate::Rejection;
+
+/// The curve of an EC or OKP key; it restricts which `alg` the key may verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Curve {
+    /// NIST P-256 (ES256 only).
+    P256,
+    /// NIST P-384 (ES384 only).
+    P384,
+    /// Ed25519 (EdDSA only).
+    Ed25519,
+}
+
+/// A public (or, only when configured explicitly, shared-secret) key that verifies token signatures.
+#[derive(Clone)]
+pub struct VerificationKey {
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    family: AlgorithmFamily,
+    curve: Option<Curve>,
+    key: DecodingKey,
+}
+
+impl fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerificationKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("family", &self.family)
+            .field("curve", &self.curve)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a JWK was not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// `kty` missing or not RSA, EC or OKP.
+    #[error("unsupported key type {0:?}")]
+    UnsupportedKeyType(String),
+    /// `use` is not `sig`, or `key_ops` does not allow `verify`.
+    #[error("key is not for signature verification")]
+    NotForVerification,
+    /// A required parameter is missing or not a string.
+    #[error("missing or malformed parameter {0:?}")]
+    BadParameter(&'static str),
+    /// The curve is not P-256, P-384 or Ed25519.
+    #[error("unsupported curve {0:?}")]
+    UnsupportedCurve(String),
+    /// The key's `alg` is not a supported signature algorithm, or does not fit the key.
+    #[error("key algorithm {0:?} is not a supported signature algorithm for this key")]
+    UnsupportedAlgorithm(String),
+    /// RSA modulus shorter than 2048 bits (RFC 7518 §3.3).
+    #[error("RSA key is {0} bits; at least 2048 are required")]
+    WeakRsaKey(usize),
+    /// A symmetric (`oct`) key in a JWKS document; shared secrets must be configured explicitly.
+    #[error("symmetric keys are only accepted when configured explicitly as a shared secret")]
+    SymmetricKeyInJwks,
+    /// The key material was rejected by the crypto library.
+    #[error("key material is invalid")]
+    InvalidKeyMaterial,
+}
+
+impl VerificationKey {
+    /// Builds a key from one JWK object (a member of a JWKS `keys` array).
+    pub fn from_jwk(jwk: &Map<String, Value>) -> Result<Self, KeyError> {
+        let str_param = |name: &'static str| -> Result<&str, KeyError> {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .ok_or(KeyError::BadParameter(name))
+        };
+        let opt_str = |name: &'static str| -> Result<Option<&str>, KeyError> {
+            match jwk.get(name) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(KeyError::BadParameter(name)),
+            }
+        };
+        let kty = str_param("kty")?;
+        match opt_str("use")? {
+            None | Some("sig") => {}
+            Some(_) => return Err(KeyError::NotForVerification),
+        }
+        if let Some(ops) = jwk.get("key_ops") {
+            let ok = ops
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+            if !ok {
+                return Err(KeyError::NotForVerification);
+            }
+        }
+        let kid = opt_str("kid")?.map(str::to_owned);
+        let alg = match opt_str("alg")? {
+            None => None,
+            Some(a) => Some(
+                a.parse::<Algorithm>()
+                    .map_err(|_| KeyError::UnsupportedAlgorithm(a.to_owned()))?,
+            ),
+        };
+        let (family, curve, key) = match kty {
+            "RSA" => {
+                let n = str_param("n")?;
+                let e = str_param("e")?;
+                let n_bytes = URL_SAFE_NO_PAD
+                    .decode(n)
+                    .map_err(|_| KeyError::BadParameter("n"))?;
+                let leading_zeros = n_bytes.iter().take_while(|b| **b == 0).count();
+                let bits = (n_bytes.len() - leading_zeros) * 8;
+                if bits < 2048 {
+                    return Err(KeyError::WeakRsaKey(bits));
+                }
+                let key = DecodingKey::from_rsa_components(n, e)
+                    .map_err(|_| KeyError::BadParameter("e"))?;
+                (AlgorithmFamily::Rsa, None, key)
+            }
+            "EC" => {
+                let crv = match str_param("crv")? {
+                    "P-256" => Curve::P256,
+                    "P-384" => Curve::P384,
+                    other => return Err(KeyError::UnsupportedCurve(other.to_owned())),
+                };
+                let key = DecodingKey::from_ec_components(str_param("x")?, str_param("y")?)
+                    .map_err(|_| KeyError::InvalidKeyMaterial)?;
+                (AlgorithmFamily::Ec, Some(crv), key)
+            }
+            "OKP" => {
+                match str_param("crv")? {
+                    "Ed25519" => {}
+                    other => return Err(KeyError::UnsupportedCurve(other.to_owned())),
+                }
+                let key = DecodingKey::from_ed_components(str_param("x")?)
+                    .map_err(|_| KeyError::BadParameter("x"))?;
+                (AlgorithmFamily::Ed, Some(Curve::Ed25519), key)
+            }
+            "oct" => return Err(KeyError::SymmetricKeyInJwks),
+            other => return Err(KeyError::UnsupportedKeyType(other.to_owned())),
+        };
+        let key = Self {
+            kid,
+            alg,
+            family,
+            curve,
+            key,
+        };
+        if let Some(alg) = key.alg {
+            if !key.fits(alg) {
+                return Err(KeyError::UnsupportedAlgorithm(format!("{alg:?}")));
+            }
+        }
+        Ok(key)
+    }
+
+    /// A shared-secret (HMAC) key. Tokens signed with HS256/384/512 are accepted only with a key
+    /// made here *and* those algorithms added to the allow-list explicitly.
+    pub fn from_shared_secret(kid: Option<String>, secret: &[u8]) -> Self {
+        Self {
+            kid,
+            alg: None,
+            family: AlgorithmFamily::Hmac,
+            curve: None,
+            key: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// The key id.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The key's own `alg`, when the JWK had one.
+    pub fn alg(&self) -> Option<Algorithm> {
+        self.alg
+    }
+
+    /// Whether a token signed with `alg` may be verified with this key: the algorithm family
+    /// matches the key type, the curve matches, and the JWK's own `alg`, if any, is the same.
+    pub fn accepts(&self, alg: Algorithm) -> bool {
+        self.alg.is_none_or(|own| own == alg) && self.fits(alg)
+    }
+
+    fn fits(&self, alg: Algorithm) -> bool {
+        alg.family() == self.family
+            && match (self.curve, alg) {
+                (None, _) => true,
+                (Some(Curve::P256), Algorithm::ES256)
+                | (Some(Curve::P384), Algorithm::ES384)
+                | (Some(Curve::Ed25519), Algorithm::EdDSA) => true,
+                (Some(_), _) => false,
+            }
+    }
+
+    /// Verifies `signature` over `message` with `alg`. Callers check [`accepts`](Self::accepts) first.
+    pub fn verify(
+        &self,
+        alg: Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), Rejection> {
+        if !self.accepts(alg) {
+            return Err(Rejection::KeyAlgorithmMismatch);
+        }
+        let verifier =
+            (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.verifier_factory)(&alg, &self.key)
+                .map_err(|_| Rejection::KeyAlgorithmMismatch)?;
+        verifier
+            .verify(message, &signature.to_vec())
+            .map_err(|_| Rejection::BadSignature)
+    }
+}
+
+/// A JWK that was skipped when a key set was parsed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedKey {
+    /// The key's `kid`, if it had a string one.
+    pub kid: Option<String>,
+    /// Why it was skipped.
+    pub reason: KeyError,
+}
+
+/// Why a JWKS document was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwksError {
+    /// Not a JSON object with a `keys` array (or duplicate member names, or trailing data).
+    #[error("JWKS document is not valid JSON of the form {{\"keys\":[…]}}: {0}")]
+    Malformed(String),
+    /// The document has no key that can verify signatures.
+    #[error("JWKS document has no usable signing key ({skipped} skipped)")]
+    NoUsableKey {
+        /// How many keys were skipped.
+        skipped: usize,
+    },
+}
+
+/// The result of parsing a JWKS document.
+#[derive(Debug, Clone)]
+pub struct ParsedJwks {
+    /// The usable keys.
+    pub keys: KeySet,
+    /// The keys that were skipped, with reasons (log them as warnings).
+    pub skipped: Vec<SkippedKey>,
+}
+
+/// An immutable set of verification keys, indexed by `kid`.
+#[derive(Debug, Clone, Default)]
+pub struct KeySet {
+    keys: Vec<Arc<VerificationKey>>,
+    by_kid: HashMap<String, Vec<usize>>,
+}
+
+/// Why no key was found for a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyLookupError {
+    /// No key with this `kid` (or, for a token without `kid`, not exactly one candidate key).
+    UnknownKid,
+    /// A key with this `kid` exists but does not fit the token's `alg`.
+    AlgorithmMismatch,
+}
+
+impl From<KeyLookupError> for Rejection {
+    fn from(e: KeyLookupError) -> Self {
+        match e {
+            KeyLookupError::UnknownKid => Rejection::UnknownKey,
+            KeyLookupError::AlgorithmMismatch => Rejection::KeyAlgorithmMismatch,
+        }
+    }
+}
+
+impl KeySet {
+    /// Parses a JWKS document; see the module docs for what is skipped.
+    pub fn from_jwks(document: &[u8]) -> Result<ParsedJwks, JwksError> {
+        let doc = parse_object(document).map_err(|e| JwksError::Malformed(e.to_string()))?;
+        let Some(Value::Array(entries)) = doc.get("keys") else {
+            return Err(JwksError::Malformed("no \"keys\" array".into()));
+        };
+        let mut keys = Vec::new();
+        let mut skipped = Vec::new();
+        for entry in entries {
+            let Value::Object(jwk) = entry else {
+                skipped.push(SkippedKey {
+                    kid: None,
+                    reason: KeyError::BadParameter("kty"),
+                });
+                continue;
+            };
+            match VerificationKey::from_jwk(jwk) {
+                Ok(key) => keys.push(key),
+                Err(reason) => skipped.push(SkippedKey {
+                    kid: jwk.get("kid").and_then(Value::as_str).map(str::to_owned),
+                    reason,
+                }),
+            }
+        }
+        if keys.is_empty() {
+            return Err(JwksError::NoUsableKey {
+                skipped: skipped.len(),
+            });
+        }
+        Ok(ParsedJwks {
+            keys: Self::new(keys),
+            skipped,
+        })
+    }
+
+    /// A key set from keys made by hand (e.g. [`VerificationKey::from_shared_secret`]).
+    pub fn new(keys: impl IntoIterator<Item = VerificationKey>) -> Self {
+        let keys: Vec<_> = keys.into_iter().map(Arc::new).collect();
+        let mut by_kid: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(kid) = k.kid() {
+                by_kid.entry(kid.to_owned()).or_default().push(i);
+            }
+        }
+        Self { keys, by_kid }
+    }
+
+    /// Finds the key for a token's `kid` and `alg`.
+    ///
+    /// A token without `kid` is verified only when exactly one key in the set fits its `alg`;
+    /// certbound never tries several keys in turn.
+    pub fn get(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<&Arc<VerificationKey>, KeyLookupError> {
+        match kid {
+            Some(kid) => {
+                let candidates = self.by_kid.get(kid).ok_or(KeyLookupError::UnknownKid)?;
+                candidates
+                    .iter()
+                    .filter_map(|&i| self.keys.get(i))
+                    .find(|k| k.accepts(alg))
+                    .ok_or(KeyLookupError::AlgorithmMismatch)
+            }
+            None => {
+                let mut fitting = self.keys.iter().filter(|k| k.accepts(alg));
+                match (fitting.next(), fitting.next()) {
+                    (Some(k), None) => Ok(k),
+                    _ => Err(KeyLookupError::UnknownKid),
+                }
+            }
+        }
+    }
+
+    /// Whether a key with this `kid` is in the set.
+    pub fn contains_kid(&self, kid: &str) -> bool {
+        self.by_kid.contains_key(kid)
+    }
+
+    /// The key ids in the set (for logs and diagnostics).
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().filter_map(|k| k.kid())
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EC_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
+    const EC_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+
+    fn ec(extra: &str) -> String {
+        format!(r#"{{"kty":"EC","crv":"P-256","x":"{EC_X}","y":"{EC_Y}"{extra}}}"#)
+    }
+
+    fn rsa_n(bits: usize) -> String {
+        let mut n = vec![0xffu8; bits / 8];
+        n[bits / 8 - 1] = 0xfd;
+        URL_SAFE_NO_PAD.encode(n)
+    }
+
+    #[test]
+    fn skips_unusable_keys_with_reasons() {
+        let doc = format!(
+            r#"{{"keys":[{},{},{},{},{},{},{},{}]}}"#,
+            ec(r#","kid":"good""#),
+            ec(r#","kid":"enc","use":"enc""#),
+            ec(r#","kid":"ops","key_ops":["encrypt"]"#),
+            r#"{"kty":"oct","kid":"hmac","k":"c2VjcmV0"}"#,
+            r#"{"kty":"XYZ","kid":"odd"}"#,
+            format!(
+                r#"{{"kty":"RSA","kid":"weak","n":"{}","e":"AQAB"}}"#,
+                rsa_n(1024)
+            ),
+            r#"{"kty":"EC","kid":"p521","crv":"P-521","x":"AA","y":"AA"}"#,
+            ec(r#","kid":"badalg","alg":"RS256""#),
+        );
+        let parsed = KeySet::from_jwks(doc.as_bytes()).unwrap();
+        assert_eq!(parsed.keys.kids().collect::<Vec<_>>(), ["good"]);
+        let reasons: Vec<_> = parsed
+            .skipped
+            .iter()
+            .map(|s| (s.kid.as_deref(), s.reason.clone()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (Some("enc"), KeyError::NotForVerification),
+                (Some("ops"), KeyError::NotForVerification),
+                (Some("hmac"), KeyError::SymmetricKeyInJwks),
+                (Some("odd"), KeyError::UnsupportedKeyType("XYZ".into())),
+                (Some("weak"), KeyError::WeakRsaKey(1024)),
+                (Some("p521"), KeyError::UnsupportedCurve("P-521".into())),
+                (
+                    Some("badalg"),
+                    KeyError::UnsupportedAlgorithm("RS256".into())
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn rsa_2048_is_accepted() {
+        let doc = format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{}","e":"AQAB"}}]}}"#,
+            rsa_n(2048)
+        );
+        let parsed = KeySet::from_jwks(doc.as_bytes()).unwrap();
+        assert!(parsed.keys.get(Some("r"), Algorithm::RS256).is_ok());
+        assert!(parsed.keys.get(Some("r"), Algorithm::PS512).is_ok());
+        assert_eq!(
+            parsed.keys.get(Some("r"), Algorithm::ES256).err(),
+            Some(KeyLookupError::AlgorithmMismatch)
+        );
+        assert_eq!(
+            parsed.keys.get(Some("r"), Algorithm::HS256).err(),
+            Some(KeyLookupError::AlgorithmMismatch)
+        );
+    }
+
+    #[test]
+    fn whole_document_errors() {
+        for doc in ["", "[]", "{}", r#"{"keys":{}}"#, r#"{"keys":[],"keys":[]}"#] {
+            assert!(
+                matches!(
+                    KeySet::from_jwks(doc.as_bytes()),
+                    Err(JwksError::Malformed(_))
+                ),
+                "{doc}"
+            );
+        }
+        assert_eq!(
+            KeySet::from_jwks(br#"{"keys":[{"kty":"oct","k":"AA"}]}"#).err(),
+            Some(JwksError::NoUsableKey { skipped: 1 })
+        );
+    }
+
+    #[test]
+    fn lookup_rules() {
+        let doc = format!(
+            r#"{{"keys":[{},{}]}}"#,
+            ec(r#","kid":"a","alg":"ES256""#),
+            ec(r#","kid":"b""#)
+        );
+        let set = KeySet::from_jwks(doc.as_bytes()).unwrap().keys;
+        assert!(set.get(Some("a"), Algorithm::ES256).is_ok());
+        assert_eq!(
+            set.get(Some("a"), Algorithm::ES384).err(),
+            Some(KeyLookupError::AlgorithmMismatch)
+        );
+        assert_eq!(
+            set.get(Some("zz"), Algorithm::ES256).err(),
+            Some(KeyLookupError::UnknownKid)
+        );
+        // Two candidates and no kid: refuse rather than try each.
+        assert_eq!(
+            set.get(None, Algorithm::ES256).err(),
+            Some(KeyLookupError::UnknownKid)
+        );
+        let one = KeySet::from_jwks(format!(r#"{{"keys":[{}]}}"#, ec("")).as_bytes())
+            .unwrap()
+            .keys;
+        assert!(one.get(None, Algorithm::ES256).is_ok());
+    }
+}

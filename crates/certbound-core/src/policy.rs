@@ -1,0 +1,604 @@
+//! Token validation policy: algorithm allow-list, header rules, signature, registered claims.
+//!
+//! Everything is a pure function of the token, the key and `now` (seconds since the Unix epoch),
+//! so it is tested with plain values and a fixed clock.
+//!
+//! ```
+//! use certbound_core::{TokenPolicy, UnverifiedToken, Rejection};
+//!
+//! let policy = TokenPolicy::new("https://issuer.example/", "https://api.example");
+//! // A token with alg "none" never reaches a key lookup:
+//! let t = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJ4In0.c2ln";
+//! let parsed = UnverifiedToken::parse(t).unwrap();
+//! assert_eq!(policy.check_header(parsed.header()).err(), Some(Rejection::DisallowedAlgorithm));
+//! ```
+
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::jose::JoseHeader;
+use crate::{Rejection, Thumbprint, UnverifiedToken, VerificationKey};
+
+/// The default allow-list: every asymmetric algorithm jsonwebtoken implements. Never `none`;
+/// HMAC only when added explicitly together with a shared-secret key.
+pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Default clock-skew allowance for `exp`, `nbf` and `iat`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+
+/// How one issuer's tokens are validated.
+#[derive(Debug, Clone)]
+pub struct TokenPolicy {
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway_secs: u64,
+    require_at_jwt: bool,
+}
+
+impl TokenPolicy {
+    /// A policy for tokens from `issuer` (matched exactly) for `audience`.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audiences: vec![audience.into()],
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            leeway_secs: DEFAULT_LEEWAY.as_secs(),
+            require_at_jwt: false,
+        }
+    }
+
+    /// Also accept tokens whose `aud` contains `audience`.
+    pub fn add_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// Replaces the algorithm allow-list. HMAC algorithms in it verify only with shared-secret keys.
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// Clock-skew allowance for `exp`, `nbf` and `iat` (whole seconds).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway_secs = leeway.as_secs();
+        self
+    }
+
+    /// Require the RFC 9068 `typ` header `at+jwt` (or `application/at+jwt`).
+    pub fn require_at_jwt(mut self, require: bool) -> Self {
+        self.require_at_jwt = require;
+        self
+    }
+
+    /// The issuer this policy accepts.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The accepted audiences.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// The leeway in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway_secs
+    }
+
+    /// The algorithm allow-list.
+    pub fn allowed_algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    /// Checks the header before any key is looked up: `alg` allow-listed, `crit` empty of
+    /// anything unknown, `typ` when required. Returns the algorithm to verify with.
+    pub fn check_header(&self, header: &JoseHeader) -> Result<Algorithm, Rejection> {
+        // `parse` is case-sensitive: "none", "None", "RS256 " all fail here.
+        let alg: Algorithm = header
+            .alg()
+            .parse()
+            .map_err(|_| Rejection::DisallowedAlgorithm)?;
+        if !self.algorithms.contains(&alg) {
+            return Err(Rejection::DisallowedAlgorithm);
+        }
+        // certbound implements no JWS extensions, so any critical one is unsupported (RFC 7515 §4.1.11).
+        if header.crit().is_some() {
+            return Err(Rejection::UnsupportedCriticalHeader);
+        }
+        if self.require_at_jwt {
+            let ok = header.typ().is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            });
+            if !ok {
+                return Err(Rejection::WrongTokenType);
+            }
+        }
+        Ok(alg)
+    }
+
+    /// Verifies the signature with `key`, then the registered claims against `now` (Unix seconds).
+    pub fn verify(
+        &self,
+        token: UnverifiedToken<'_>,
+        alg: Algorithm,
+        key: &VerificationKey,
+        now: u64,
+    ) -> Result<VerifiedClaims, Rejection> {
+        key.verify(alg, token.signing_input(), token.signature())?;
+        let kid = token.header().kid().map(str::to_owned);
+        let claims = VerifiedClaims::from_map(token.into_claims(), alg, kid)?;
+        if claims.issuer != self.issuer {
+            return Err(Rejection::WrongIssuer);
+        }
+        if !claims.audience.iter().any(|a| self.audiences.contains(a)) {
+            return Err(Rejection::WrongAudience);
+        }
+        claims.check_time(now, self.leeway_secs)?;
+        Ok(claims)
+    }
+}
+
+/// Claims of a token whose signature, issuer, audience and lifetime were verified.
+#[derive(Debug, Clone)]
+pub struct VerifiedClaims {
+    issuer: String,
+    audience: Vec<String>,
+    subject: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    jti: Option<String>,
+    expires_at: f64,
+    not_before: Option<f64>,
+    issued_at: Option<f64>,
+    binding: Option<Thumbprint>,
+    alg: Algorithm,
+    kid: Option<String>,
+    all: Map<String, Value>,
+}
+
+impl VerifiedClaims {
+    fn from_map(
+        all: Map<String, Value>,
+        alg: Algorithm,
+        kid: Option<String>,
+    ) -> Result<Self, Rejection> {
+        let string = |name: &str| -> Result<Option<String>, Rejection> {
+            match all.get(name) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(Rejection::InvalidClaims),
+            }
+        };
+        let number = |name: &str| -> Result<Option<f64>, Rejection> {
+            match all.get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Rejection::InvalidClaims),
+                Some(_) => Err(Rejection::InvalidClaims),
+            }
+        };
+        let issuer = string("iss")?.ok_or(Rejection::InvalidClaims)?;
+        let audience = match all.get("aud") {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Rejection::InvalidClaims)?,
+            Some(_) => return Err(Rejection::InvalidClaims),
+            None => return Err(Rejection::WrongAudience),
+        };
+        let expires_at = number("exp")?.ok_or(Rejection::InvalidClaims)?;
+        let binding = match all.get("cnf") {
+            None => None,
+            Some(Value::Object(cnf)) => match cnf.get("x5t#S256") {
+                None => None,
+                Some(Value::String(s)) => {
+                    Some(Thumbprint::from_cnf_value(s).map_err(|_| Rejection::MalformedBinding)?)
+                }
+                Some(_) => return Err(Rejection::MalformedBinding),
+            },
+            Some(_) => return Err(Rejection::MalformedBinding),
+        };
+        Ok(Self {
+            subject: string("sub")?,
+            client_id: string("client_id")?,
+            scope: string("scope")?,
+            jti: string("jti")?,
+            not_before: number("nbf")?,
+            issued_at: number("iat")?,
+            issuer,
+            audience,
+            expires_at,
+            binding,
+            alg,
+            kid,
+            all,
+        })
+    }
+
+    /// Re-checks `exp`, `nbf` and `iat` against `now` (Unix seconds) with `leeway_secs`.
+    /// Called on every verification and on every cache hit.
+    pub fn check_time(&self, now: u64, leeway_secs: u64) -> Result<(), Rejection> {
+        let now = now as f64;
+        let leeway = leeway_secs as f64;
+        if now >= self.expires_at + leeway {
+            return Err(Rejection::Expired);
+        }
+        if self.not_before.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(Rejection::NotYetValid);
+        }
+        if self.issued_at.is_some_and(|iat| now + leeway < iat) {
+            return Err(Rejection::IssuedInFuture);
+        }
+        Ok(())
+    }
+
+    /// `iss`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+    /// `aud`, normalised to a list.
+    pub fn audience(&self) -> &[String] {
+        &self.audience
+    }
+    /// `sub`.
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+    /// `client_id` (RFC 9068 §2.2).
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+    /// `scope`, the space-separated string (RFC 9068 §2.2.3).
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+    /// The individual scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+    }
+    /// Whether `scope` contains `wanted` as a whole word.
+    pub fn has_scope(&self, wanted: &str) -> bool {
+        self.scopes().any(|s| s == wanted)
+    }
+    /// `jti`.
+    pub fn jti(&self) -> Option<&str> {
+        self.jti.as_deref()
+    }
+    /// `exp` in Unix seconds (fractions dropped).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at as u64
+    }
+    /// `cnf."x5t#S256"`: the certificate the token is bound to.
+    pub fn binding(&self) -> Option<&Thumbprint> {
+        self.binding.as_ref()
+    }
+    /// The algorithm the signature was verified with.
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+    /// The `kid` of the key that verified the signature.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+    /// Every claim, as sent.
+    pub fn all(&self) -> &Map<String, Value> {
+        &self.all
+    }
+}
+
+/// What to do with the certificate binding (RFC 8705 §3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BindingPolicy {
+    /// Every token must carry `cnf."x5t#S256"` matching the client certificate (the default).
+    #[default]
+    Required,
+    /// Bound tokens must match; unbound tokens pass (for deployments mixing bound and bearer tokens).
+    IfBound,
+}
+
+impl BindingPolicy {
+    /// Compares the token's binding with the certificate this request arrived with, in constant time.
+    pub fn check(
+        self,
+        binding: Option<&Thumbprint>,
+        presented: Option<&Thumbprint>,
+    ) -> Result<(), Rejection> {
+        match (binding, presented) {
+            (Some(bound), Some(presented)) if bound == presented => Ok(()),
+            (Some(_), Some(_)) => Err(Rejection::BindingMismatch),
+            (Some(_), None) => Err(Rejection::MissingClientCertificate),
+            (None, _) => match self {
+                BindingPolicy::Required => Err(Rejection::UnboundToken),
+                BindingPolicy::IfBound => Ok(()),
+            },
+        }
+    }
+}
+
+impl std::str::FromStr for BindingPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "required" => Ok(Self::Required),
+            "if-bound" => Ok(Self::IfBound),
+            other => Err(format!(
+                "unknown binding policy {other:?} (expected required or if-bound)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use serde_json::json;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn key() -> VerificationKey {
+        VerificationKey::from_shared_secret(Some("k".into()), b"0123456789abcdef0123456789abcdef")
+    }
+
+    fn policy() -> TokenPolicy {
+        TokenPolicy::new("https://iss", "https://api").algorithms([Algorithm::HS256])
+    }
+
+    fn sign(header: Value, claims: Value) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let c = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let input = format!("{h}.{c}");
+        let sig = jsonwebtoken::crypto::sign(
+            input.as_bytes(),
+            &jsonwebtoken::EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{input}.{sig}")
+    }
+
+    fn base_claims() -> Value {
+        json!({"iss":"https://iss","aud":"https://api","exp":NOW+300,"iat":NOW,"sub":"alice",
+               "cnf":{"x5t#S256":Thumbprint::of_der(b"cert").to_string()}})
+    }
+
+    fn check(header: Value, claims: Value, now: u64) -> Result<VerifiedClaims, Rejection> {
+        let t = sign(header, claims);
+        let parsed = UnverifiedToken::parse(&t)?;
+        let p = policy();
+        let alg = p.check_header(parsed.header())?;
+        p.verify(parsed, alg, &key(), now)
+    }
+
+    fn with(mut claims: Value, k: &str, v: Value) -> Value {
+        claims[k] = v;
+        claims
+    }
+
+    fn without(mut claims: Value, k: &str) -> Value {
+        claims.as_object_mut().unwrap().remove(k);
+        claims
+    }
+
+    #[test]
+    fn valid_token() {
+        let c = check(json!({"alg":"HS256","kid":"k"}), base_claims(), NOW).unwrap();
+        assert_eq!(c.subject(), Some("alice"));
+        assert_eq!(c.binding(), Some(&Thumbprint::of_der(b"cert")));
+        assert_eq!(c.kid(), Some("k"));
+    }
+
+    #[test]
+    fn claims_matrix() {
+        let h = json!({"alg":"HS256"});
+        let b = base_claims();
+        let cases = [
+            (
+                with(b.clone(), "iss", json!("https://other")),
+                Rejection::WrongIssuer,
+            ),
+            (
+                with(b.clone(), "iss", json!("https://iss/")),
+                Rejection::WrongIssuer,
+            ),
+            (with(b.clone(), "iss", json!(1)), Rejection::InvalidClaims),
+            (without(b.clone(), "iss"), Rejection::InvalidClaims),
+            (
+                with(b.clone(), "aud", json!("https://other")),
+                Rejection::WrongAudience,
+            ),
+            (with(b.clone(), "aud", json!([])), Rejection::WrongAudience),
+            (
+                with(b.clone(), "aud", json!(["x", 1])),
+                Rejection::InvalidClaims,
+            ),
+            (without(b.clone(), "aud"), Rejection::WrongAudience),
+            (without(b.clone(), "exp"), Rejection::InvalidClaims),
+            (
+                with(b.clone(), "exp", json!("1900000000")),
+                Rejection::InvalidClaims,
+            ),
+            (with(b.clone(), "exp", json!(NOW - 61)), Rejection::Expired),
+            (
+                with(b.clone(), "nbf", json!(NOW + 61)),
+                Rejection::NotYetValid,
+            ),
+            (
+                with(b.clone(), "iat", json!(NOW + 61)),
+                Rejection::IssuedInFuture,
+            ),
+            (with(b.clone(), "sub", json!(7)), Rejection::InvalidClaims),
+            (
+                with(b.clone(), "scope", json!(["a"])),
+                Rejection::InvalidClaims,
+            ),
+            (
+                with(b.clone(), "cnf", json!("x")),
+                Rejection::MalformedBinding,
+            ),
+            (
+                with(b.clone(), "cnf", json!({"x5t#S256": 5})),
+                Rejection::MalformedBinding,
+            ),
+            (
+                with(b.clone(), "cnf", json!({"x5t#S256": "short"})),
+                Rejection::MalformedBinding,
+            ),
+        ];
+        for (claims, want) in cases {
+            assert_eq!(
+                check(h.clone(), claims.clone(), NOW).err(),
+                Some(want),
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn leeway_edges() {
+        let h = json!({"alg":"HS256"});
+        let b = base_claims();
+        assert!(check(h.clone(), with(b.clone(), "exp", json!(NOW - 59)), NOW).is_ok());
+        assert_eq!(
+            check(h.clone(), with(b.clone(), "exp", json!(NOW - 60)), NOW).err(),
+            Some(Rejection::Expired)
+        );
+        assert!(check(h.clone(), with(b.clone(), "nbf", json!(NOW + 60)), NOW).is_ok());
+        assert!(check(
+            h.clone(),
+            with(b.clone(), "aud", json!(["x", "https://api"])),
+            NOW
+        )
+        .is_ok());
+        assert!(check(
+            h.clone(),
+            with(b.clone(), "exp", json!((NOW as f64) + 0.5)),
+            NOW
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn header_rules() {
+        let b = base_claims();
+        let cases = [
+            (json!({"alg":"none"}), Rejection::DisallowedAlgorithm),
+            (json!({"alg":"NONE"}), Rejection::DisallowedAlgorithm),
+            (json!({"alg":"RS256"}), Rejection::DisallowedAlgorithm), // not in this policy's list
+            (
+                json!({"alg":"HS256","crit":["exp"]}),
+                Rejection::UnsupportedCriticalHeader,
+            ),
+            (
+                json!({"alg":"HS256","crit":["b64"],"b64":false}),
+                Rejection::UnsupportedCriticalHeader,
+            ),
+        ];
+        for (h, want) in cases {
+            assert_eq!(check(h.clone(), b.clone(), NOW).err(), Some(want), "{h}");
+        }
+        // jku/x5u/jwk/x5c are ignored: the configured key decides.
+        assert!(check(
+            json!({"alg":"HS256","jku":"https://evil/jwks","jwk":{"kty":"oct","k":"AA"}}),
+            b,
+            NOW
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn at_jwt_typing() {
+        let strict = policy().require_at_jwt(true);
+        for (typ, ok) in [
+            (Some("at+jwt"), true),
+            (Some("application/AT+JWT"), true),
+            (Some("JWT"), false),
+            (None, false),
+        ] {
+            let h = match typ {
+                Some(t) => json!({"alg":"HS256","typ":t}),
+                None => json!({"alg":"HS256"}),
+            };
+            let t = sign(h, base_claims());
+            let parsed = UnverifiedToken::parse(&t).unwrap();
+            assert_eq!(strict.check_header(parsed.header()).is_ok(), ok, "{typ:?}");
+        }
+    }
+
+    #[test]
+    fn tampering_breaks_the_signature() {
+        let t = sign(json!({"alg":"HS256"}), base_claims());
+        let (input, _) = t.rsplit_once('.').unwrap();
+        let forged = format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 32]));
+        let parsed = UnverifiedToken::parse(&forged).unwrap();
+        assert_eq!(
+            policy().verify(parsed, Algorithm::HS256, &key(), NOW).err(),
+            Some(Rejection::BadSignature)
+        );
+    }
+
+    #[test]
+    fn binding_policy() {
+        let a = Thumbprint::of_der(b"a");
+        let b = Thumbprint::of_der(b"b");
+        use BindingPolicy::*;
+        assert_eq!(Required.check(Some(&a), Some(&a)), Ok(()));
+        assert_eq!(
+            Required.check(Some(&a), Some(&b)),
+            Err(Rejection::BindingMismatch)
+        );
+        assert_eq!(
+            Required.check(Some(&a), None),
+            Err(Rejection::MissingClientCertificate)
+        );
+        assert_eq!(Required.check(None, Some(&a)), Err(Rejection::UnboundToken));
+        assert_eq!(IfBound.check(None, Some(&a)), Ok(()));
+        assert_eq!(IfBound.check(None, None), Ok(()));
+        assert_eq!(
+            IfBound.check(Some(&a), None),
+            Err(Rejection::MissingClientCertificate)
+        );
+        assert_eq!(
+            IfBound.check(Some(&a), Some(&b)),
+            Err(Rejection::BindingMismatch)
+        );
+    }
+
+    #[test]
+    fn other_cnf_members_do_not_matter() {
+        let tp = Thumbprint::of_der(b"cert").to_string();
+        let c = with(
+            base_claims(),
+            "cnf",
+            json!({"jkt":"abc","x5t#S256":tp,"ext":{"n":1}}),
+        );
+        let v = check(json!({"alg":"HS256"}), c, NOW).unwrap();
+        assert_eq!(
+            BindingPolicy::Required.check(v.binding(), Some(&Thumbprint::of_der(b"cert"))),
+            Ok(())
+        );
+        let jkt_only = with(base_claims(), "cnf", json!({"jkt":"abc"}));
+        let v = check(json!({"alg":"HS256"}), jkt_only, NOW).unwrap();
+        assert_eq!(v.binding(), None);
+    }
+}

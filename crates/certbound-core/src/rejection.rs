@@ -1,0 +1,256 @@
+//! Why a request was refused, and the RFC 6750 §3 answer for it.
+//!
+//! ```
+//! use certbound_core::Rejection;
+//! use http::StatusCode;
+//!
+//! let r = Rejection::BindingMismatch;
+//! assert_eq!(r.code(), "binding_mismatch");
+//! assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(
+//!     r.challenge("api"),
+//!     r#"Bearer realm="api", error="invalid_token", error_description="token is bound to a different client certificate""#
+//! );
+//! // No token at all: a challenge without an error code (RFC 6750 §3.1).
+//! assert_eq!(Rejection::MissingToken.challenge("api"), r#"Bearer realm="api""#);
+//! ```
+
+use http::StatusCode;
+
+/// The RFC 6750 §3.1 error class of a rejection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// No credentials in the request: 401 with a bare challenge, no error code.
+    NoToken,
+    /// `invalid_request` (400): the request itself is malformed.
+    InvalidRequest,
+    /// `invalid_token` (401): the token is expired, forged, malformed, or not bound to this client.
+    InvalidToken,
+    /// `insufficient_scope` (403).
+    InsufficientScope,
+    /// The service cannot decide right now (503 + `Retry-After`): no usable signing keys.
+    Unavailable,
+}
+
+impl ErrorClass {
+    /// The `error` parameter of the challenge, if any.
+    pub fn error_code(self) -> Option<&'static str> {
+        match self {
+            ErrorClass::NoToken | ErrorClass::Unavailable => None,
+            ErrorClass::InvalidRequest => Some("invalid_request"),
+            ErrorClass::InvalidToken => Some("invalid_token"),
+            ErrorClass::InsufficientScope => Some("insufficient_scope"),
+        }
+    }
+
+    /// The HTTP status for this class.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorClass::NoToken | ErrorClass::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorClass::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorClass::InsufficientScope => StatusCode::FORBIDDEN,
+            ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+macro_rules! rejections {
+    ($( $(#[$doc:meta])* $variant:ident => ($code:literal, $class:ident, $desc:literal), )*) => {
+        /// Why a request was refused. Each variant has a stable machine-readable [`code`](Self::code)
+        /// and maps to an RFC 6750 §3 answer; the description never contains token contents.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+        #[non_exhaustive]
+        pub enum Rejection {
+            $( $(#[$doc])* #[error($desc)] $variant, )*
+            /// No usable signing keys (never fetched, or the cached set is older than its maximum
+            /// stale age). Answered with 503 and `Retry-After`, never with acceptance.
+            #[error("signing keys are unavailable")]
+            KeysUnavailable {
+                /// Seconds the client should wait before retrying.
+                retry_after_secs: u32,
+            },
+        }
+
+        impl Rejection {
+            /// Stable, machine-readable reason code (snake_case); safe to log and to match on.
+            pub fn code(&self) -> &'static str {
+                match self {
+                    $( Rejection::$variant => $code, )*
+                    Rejection::KeysUnavailable { .. } => "keys_unavailable",
+                }
+            }
+
+            /// The RFC 6750 error class.
+            pub fn class(&self) -> ErrorClass {
+                match self {
+                    $( Rejection::$variant => ErrorClass::$class, )*
+                    Rejection::KeysUnavailable { .. } => ErrorClass::Unavailable,
+                }
+            }
+
+            /// Every reason code, for documentation and exhaustive tests.
+            pub const ALL_CODES: &'static [&'static str] = &[$($code,)* "keys_unavailable"];
+        }
+    };
+}
+
+rejections! {
+    /// No `Authorization: Bearer` credentials (a token only in the query string or body counts as none).
+    MissingToken => ("missing_token", NoToken, "no bearer token in the request"),
+    /// More than one `Authorization` header.
+    MultipleAuthorizationHeaders => ("multiple_authorization_headers", InvalidRequest, "more than one Authorization header"),
+    /// `Authorization: Bearer` with an empty or syntactically invalid token (not token68).
+    MalformedAuthorization => ("invalid_request", InvalidRequest, "malformed Authorization header"),
+    /// The token is larger than the configured limit.
+    TokenTooLarge => ("token_too_large", InvalidToken, "token is larger than allowed"),
+    /// Not a compact JWS: segments, base64url, or JSON are wrong.
+    MalformedToken => ("malformed_token", InvalidToken, "token is not a well-formed JWT"),
+    /// `alg` is missing, `none`, unknown, or not in the allow-list.
+    DisallowedAlgorithm => ("disallowed_algorithm", InvalidToken, "token signing algorithm is not allowed"),
+    /// The `alg` does not fit the key's type (`kty`) or the key's own `alg`.
+    KeyAlgorithmMismatch => ("key_algorithm_mismatch", InvalidToken, "token algorithm does not match the signing key"),
+    /// A `crit` header names an extension this service does not implement.
+    UnsupportedCriticalHeader => ("unsupported_critical_header", InvalidToken, "token has a critical header parameter that is not supported"),
+    /// `typ` is not `at+jwt` while RFC 9068 typing is required.
+    WrongTokenType => ("wrong_token_type", InvalidToken, "token type is not at+jwt"),
+    /// No key with this `kid` in the issuer's key set.
+    UnknownKey => ("unknown_key", InvalidToken, "token signing key is unknown"),
+    /// The signature does not verify.
+    BadSignature => ("bad_signature", InvalidToken, "token signature is invalid"),
+    /// `iss` is missing, not a string, or not a configured issuer.
+    WrongIssuer => ("wrong_issuer", InvalidToken, "token issuer is not accepted"),
+    /// `aud` is missing or does not contain the configured audience.
+    WrongAudience => ("wrong_audience", InvalidToken, "token audience does not include this resource"),
+    /// A required claim is missing or a registered claim has the wrong JSON type.
+    InvalidClaims => ("invalid_claims", InvalidToken, "token claims are missing or malformed"),
+    /// `exp` is in the past (beyond the leeway).
+    Expired => ("expired", InvalidToken, "token has expired"),
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid => ("not_yet_valid", InvalidToken, "token is not valid yet"),
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture => ("issued_in_future", InvalidToken, "token was issued in the future"),
+    /// The binding policy requires `cnf."x5t#S256"` and the token has none.
+    UnboundToken => ("unbound_token", InvalidToken, "token is not bound to a client certificate"),
+    /// `cnf` is not an object, or `x5t#S256` is not exactly a base64url SHA-256.
+    MalformedBinding => ("malformed_binding", InvalidToken, "token certificate binding is malformed"),
+    /// The token is bound to a different certificate than the one this request came with.
+    BindingMismatch => ("binding_mismatch", InvalidToken, "token is bound to a different client certificate"),
+    /// The token is bound but the request came without a client certificate.
+    MissingClientCertificate => ("missing_client_certificate", InvalidToken, "token is bound but no client certificate was presented"),
+    /// The token lacks a scope the route requires.
+    InsufficientScope => ("insufficient_scope", InsufficientScope, "token lacks the required scope"),
+    /// A forwarded client-certificate header arrived from a peer that is not a trusted proxy.
+    UntrustedForwardedCertificate => ("untrusted_forwarded_certificate", InvalidRequest, "forwarded client certificate from an untrusted peer"),
+    /// A forwarded client-certificate header is duplicated, oversized, or badly encoded.
+    MalformedForwardedCertificate => ("malformed_forwarded_certificate", InvalidRequest, "forwarded client certificate is malformed"),
+    /// The proxy says it could not verify the client certificate and the policy requires it.
+    UnverifiedForwardedCertificate => ("unverified_forwarded_certificate", InvalidToken, "client certificate was not verified by the proxy"),
+}
+
+impl Rejection {
+    /// The HTTP status: 401, 400, 403 or 503.
+    pub fn status(&self) -> StatusCode {
+        self.class().status()
+    }
+
+    /// A short human-readable description; never contains token or certificate contents.
+    pub fn description(&self) -> String {
+        self.to_string()
+    }
+
+    /// The `WWW-Authenticate` value for this rejection (RFC 6750 §3), or `None` for 503.
+    ///
+    /// `realm` is quoted and escaped. No-token rejections carry no error code (RFC 6750 §3.1).
+    pub fn www_authenticate(&self, realm: &str) -> Option<String> {
+        match self.class() {
+            ErrorClass::Unavailable => None,
+            _ => Some(self.challenge(realm)),
+        }
+    }
+
+    /// The challenge string, `Bearer realm="…"[, error="…", error_description="…"]`.
+    pub fn challenge(&self, realm: &str) -> String {
+        let mut out = String::with_capacity(96);
+        out.push_str("Bearer realm=");
+        push_quoted(&mut out, realm);
+        if let Some(error) = self.class().error_code() {
+            out.push_str(", error=\"");
+            out.push_str(error);
+            out.push_str("\", error_description=");
+            push_quoted(&mut out, &self.description());
+        }
+        out
+    }
+
+    /// `Retry-After` seconds for 503 answers.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        match self {
+            Rejection::KeysUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
+/// Appends `value` as an RFC 7230 quoted-string; characters that cannot appear in a header
+/// (controls, non-ASCII) are dropped.
+pub(crate) fn push_quoted(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => {}
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_snake_case() {
+        let mut seen = HashSet::new();
+        for code in Rejection::ALL_CODES {
+            assert!(seen.insert(code), "duplicate code {code}");
+            assert!(code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+    }
+
+    #[test]
+    fn classes_map_to_rfc6750() {
+        assert_eq!(Rejection::MissingToken.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            Rejection::MultipleAuthorizationHeaders.status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            Rejection::MalformedAuthorization.challenge("r"),
+            r#"Bearer realm="r", error="invalid_request", error_description="malformed Authorization header""#
+        );
+        assert_eq!(
+            Rejection::Expired.class().error_code(),
+            Some("invalid_token")
+        );
+        assert_eq!(Rejection::InsufficientScope.status(), StatusCode::FORBIDDEN);
+        let r = Rejection::KeysUnavailable {
+            retry_after_secs: 5,
+        };
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.www_authenticate("r"), None);
+        assert_eq!(r.retry_after_secs(), Some(5));
+    }
+
+    #[test]
+    fn realm_is_escaped() {
+        assert_eq!(
+            Rejection::MissingToken.challenge("a\"b\\c\nd"),
+            r#"Bearer realm="a\"b\\cd""#
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! A local HTTPS issuer for tests and the example: discovery + JWKS, with controllable failures. (being written)

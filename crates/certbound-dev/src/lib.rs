@@ -1,0 +1,52 @@
+//! # certbound-dev
+//!
+//! Development and test material for certbound, made fresh with [rcgen] and jsonwebtoken:
+//! a dev CA, server and client certificates (CA-issued and self-signed), JWT signing keys,
+//! certificate-bound tokens, and a local HTTPS issuer serving discovery and JWKS documents.
+//!
+//! The example API, the `certbound dev-pki` command and every end-to-end test use this one crate,
+//! so what the tests exercise is what a user runs. Not for production: keys are generated on the
+//! spot and written unencrypted.
+//!
+//! ```
+//! use certbound_dev::{DevCa, KeyKind, SigningKey, bound_claims};
+//! use certbound_core::{Algorithm, ClientCertificate};
+//!
+//! let ca = DevCa::new("certbound dev CA").unwrap();
+//! let alice = ca.client_cert("alice", KeyKind::EcP256).unwrap();
+//! let signer = SigningKey::generate("key-1", Algorithm::ES256).unwrap();
+//! let cert = ClientCertificate::from_der(alice.cert_der.to_vec());
+//! let token = signer.sign(&bound_claims("https://issuer", "https://api", cert.thumbprint())).unwrap();
+//! assert_eq!(token.split('.').count(), 3);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod issuer;
+pub mod pki;
+pub mod signing;
+
+pub use pki::{CertAndKey, DevCa, DevPki, KeyKind};
+pub use signing::{bound_claims, jwks_document, unix_now, SigningKey};
+
+/// Errors from generating or loading dev material.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// Certificate or key generation failed.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// JWT signing failed.
+    #[error("JWT signing failed: {0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    /// Reading or writing dev material failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file exists but does not hold what it should.
+    #[error("{0}")]
+    Invalid(String),
+}

@@ -37,6 +37,7 @@
 
 pub mod bearer;
 pub mod certificate;
+pub mod forwarded;
 pub mod jose;
 pub mod keys;
 pub mod policy;

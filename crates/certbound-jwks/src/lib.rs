@@ -1,1 +1,93 @@
-//! placeholder
+//! # certbound-jwks
+//!
+//! Where [certbound](https://docs.rs/certbound) gets the keys that verify access tokens: the
+//! [`KeySource`] trait, a fixed [`StaticJwks`], and a [`RemoteJwks`] that discovers an issuer's
+//! `jwks_uri`, caches its keys, follows rotation and rides out outages. Network I/O in certbound
+//! lives here and only here; parsing keys is [`certbound_core::KeySet`]'s job.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use certbound_core::{Algorithm, Rejection};
+//! use certbound_jwks::{KeySource, StaticJwks};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys: Arc<dyn KeySource> = Arc::new(StaticJwks::shared_secret("hs-1", [42u8; 32])?);
+//!
+//! // The request path: a synchronous lookup, then — only for an unknown kid — a refresh.
+//! let key = match keys.lookup(Some("hs-1"), Algorithm::HS256) {
+//!     Err(Rejection::UnknownKey) => keys.refresh(Some("hs-1"), Algorithm::HS256).await,
+//!     other => other,
+//! }?;
+//! assert_eq!(key.kid(), Some("hs-1"));
+//! assert_eq!(
+//!     keys.refresh(Some("rotated"), Algorithm::HS256).await.unwrap_err(),
+//!     Rejection::UnknownKey
+//! );
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! For an issuer on the network see [`RemoteJwks`] and the [`remote`] module.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::sync::Arc;
+
+use certbound_core::{Algorithm, Rejection, VerificationKey};
+use futures_util::future::BoxFuture;
+
+pub mod remote;
+pub mod static_jwks;
+
+pub use remote::{
+    BuildError, CacheState, FetchError, IssuerMetadata, JwksStats, RemoteJwks, RemoteJwksBuilder,
+};
+pub use static_jwks::{StaticJwks, StaticJwksError};
+
+/// Where verification keys come from. The layer calls [`lookup`](Self::lookup) on every request
+/// and [`refresh`](Self::refresh) only when `lookup` said [`Rejection::UnknownKey`].
+pub trait KeySource: Send + Sync + std::fmt::Debug + 'static {
+    /// Fast path: the current key set only. No I/O, no await, no lock that a fetch holds.
+    ///
+    /// Returns [`Rejection::UnknownKey`] or [`Rejection::KeyAlgorithmMismatch`] from the set, or
+    /// [`Rejection::KeysUnavailable`] when there is no usable set (never fetched, or older than
+    /// its maximum stale age).
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection>;
+
+    /// Slow path, called only after `lookup` returned `Err(Rejection::UnknownKey)`: refresh
+    /// (coalesced with concurrent callers, at most once per cooldown) and look again.
+    fn refresh(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>>;
+}
+
+impl<T: KeySource + ?Sized> KeySource for Arc<T> {
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
+        (**self).lookup(kid, alg)
+    }
+
+    fn refresh(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>> {
+        (**self).refresh(kid, alg)
+    }
+}
+
+impl<T: KeySource + ?Sized> KeySource for Box<T> {
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
+        (**self).lookup(kid, alg)
+    }
+
+    fn refresh(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>> {
+        (**self).refresh(kid, alg)
+    }
+}

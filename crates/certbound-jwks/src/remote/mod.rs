@@ -1,0 +1,685 @@
+//! Keys fetched from an issuer over HTTPS: discovery, caching, rotation, and outages.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), certbound_jwks::BuildError> {
+//! use std::time::Duration;
+//! use certbound_jwks::{KeySource, RemoteJwks};
+//! use certbound_core::{Algorithm, Rejection};
+//!
+//! let keys = RemoteJwks::builder()
+//!     .issuer("https://auth.example.com")          // discovery → jwks_uri
+//!     .unknown_kid_cooldown(Duration::from_secs(30))
+//!     .build()
+//!     .await?;
+//! assert!(keys.metadata().is_some_and(|m| m.tls_client_certificate_bound_access_tokens()));
+//!
+//! // What the layer does per request: the fast path, then (unknown kid only) the slow path.
+//! let key = match keys.lookup(Some("key-1"), Algorithm::ES256) {
+//!     Err(Rejection::UnknownKey) => keys.refresh(Some("key-1"), Algorithm::ES256).await,
+//!     other => other,
+//! };
+//! # let _ = key;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How keys stay current
+//!
+//! * The key set is swapped atomically ([`arc_swap`]); [`lookup`](KeySource::lookup) reads it
+//!   without locks and never waits for a fetch.
+//! * A fetched set is fresh for `Cache-Control: max-age` (minus `Age`) clamped to
+//!   [`cache_ttl_bounds`](RemoteJwksBuilder::cache_ttl_bounds), or
+//!   [`default_ttl`](RemoteJwksBuilder::default_ttl) without one. A background task refreshes it
+//!   after 90 % of that lifetime; it holds only a weak reference and ends when the last clone of
+//!   the [`RemoteJwks`] is dropped.
+//! * A token with an unknown `kid` makes [`refresh`](KeySource::refresh) fetch at once — one
+//!   fetch for all concurrent callers, and none within
+//!   [`unknown_kid_cooldown`](RemoteJwksBuilder::unknown_kid_cooldown) of the previous fetch, so
+//!   a flood of made-up `kid`s costs the issuer at most one request per cooldown. New keys are
+//!   picked up this way; a removed key stops validating with the next fetch, since every fetch
+//!   replaces the whole set.
+//! * When a fetch fails (connection refused, 5xx, garbage, timeout, oversized), the last good set
+//!   keeps serving until [`max_stale`](RemoteJwksBuilder::max_stale) after its expiry; retries back
+//!   off from 1 s to 60 s. Past that, `lookup` answers
+//!   [`Rejection::KeysUnavailable`] (503 with `Retry-After`), never acceptance.
+
+mod discovery;
+mod error;
+mod freshness;
+mod http;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use certbound_core::{Algorithm, KeySet, Rejection, VerificationKey};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt as _;
+use reqwest::Url;
+use tokio::sync::Mutex;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+pub use discovery::IssuerMetadata;
+pub use error::{BuildError, FetchError};
+
+use self::freshness::CachePolicy;
+use self::http::{HttpClient, HttpConfig};
+use crate::KeySource;
+
+/// Default [`RemoteJwksBuilder::connect_timeout`]: 5 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`RemoteJwksBuilder::timeout`] (whole request, body included): 10 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default [`RemoteJwksBuilder::max_response_size`]: 512 KiB.
+pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 512 * 1024;
+/// Default lower bound of the cache lifetime: 5 min.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(5 * 60);
+/// Default upper bound of the cache lifetime: 24 h.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default cache lifetime when the response has no `max-age`: 10 min.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(10 * 60);
+/// Default [`RemoteJwksBuilder::unknown_kid_cooldown`]: 30 s.
+pub const DEFAULT_UNKNOWN_KID_COOLDOWN: Duration = Duration::from_secs(30);
+/// Default [`RemoteJwksBuilder::max_stale`]: 24 h.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
+
+const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+const JWKS_ACCEPT: &str = "application/jwk-set+json, application/json";
+
+/// A [`KeySource`] backed by an issuer's JWKS over HTTPS; see the [module docs](self).
+///
+/// Cheap to clone; clones share the cache and the background task, which ends when the last
+/// clone is dropped. Needs a tokio runtime: [`build`](RemoteJwksBuilder::build) spawns the
+/// background refresher on the current one, and [`refresh`](KeySource::refresh) runs its fetch
+/// as a task (so a caller that goes away does not cancel a fetch others wait for).
+/// [`lookup`](KeySource::lookup) works anywhere.
+#[derive(Clone)]
+pub struct RemoteJwks {
+    inner: Arc<Inner>,
+}
+
+/// Cache and fetch counters, from [`RemoteJwks::stats`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JwksStats {
+    /// Fetches that produced a new key set.
+    pub fetches_ok: u64,
+    /// Fetches that failed (the previous set, if any, kept serving).
+    pub fetches_failed: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    /// Time since the current set was fetched; `None` before the first success.
+    pub last_success_age: Option<Duration>,
+    /// Keys in the current set.
+    pub keys: usize,
+    /// Keys in the current set that have a `kid`.
+    pub kids: usize,
+    /// Whether the set is fresh, served stale, or unavailable.
+    pub state: CacheState,
+}
+
+/// The state of the cached key set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheState {
+    /// Within its cache lifetime.
+    Fresh,
+    /// Expired, still served because fetches fail (within `max_stale`).
+    Stale,
+    /// No set, or older than `max_stale` past expiry: requests get `KeysUnavailable`.
+    Unavailable,
+}
+
+/// A key set as fetched, with its lifetimes.
+struct Cached {
+    keys: KeySet,
+    fetched_at: Instant,
+    expires_at: Instant,
+    stale_until: Instant,
+}
+
+/// Held only by whoever fetches (the background task, `refresh`, `refresh_now`), never by
+/// `lookup`.
+struct FetchState {
+    last_attempt: Option<Instant>,
+    failures: u32,
+    next_due: Instant,
+}
+
+struct Inner {
+    http: HttpClient,
+    jwks_uri: Url,
+    metadata: Option<IssuerMetadata>,
+    policy: CachePolicy,
+    current: ArcSwapOption<Cached>,
+    fetch: Arc<Mutex<FetchState>>,
+    /// Completed fetch attempts; lets a waiting refresher see that someone fetched meanwhile.
+    generation: AtomicU64,
+    fetches_ok: AtomicU64,
+    fetches_failed: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// `next_due` as milliseconds since `epoch`, for `Retry-After` without taking the lock.
+    epoch: Instant,
+    next_attempt_ms: AtomicU64,
+    task: OnceLock<AbortHandle>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    Initial,
+    Scheduled,
+    UnknownKid,
+    Manual,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Initial => "initial",
+            Trigger::Scheduled => "scheduled",
+            Trigger::UnknownKid => "unknown_kid",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
+impl RemoteJwks {
+    /// A builder; give it [`issuer`](RemoteJwksBuilder::issuer) or
+    /// [`jwks_uri`](RemoteJwksBuilder::jwks_uri).
+    pub fn builder() -> RemoteJwksBuilder {
+        RemoteJwksBuilder::default()
+    }
+
+    /// The issuer's metadata, when built with [`issuer`](RemoteJwksBuilder::issuer).
+    pub fn metadata(&self) -> Option<&IssuerMetadata> {
+        self.inner.metadata.as_ref()
+    }
+
+    /// The URL keys are fetched from.
+    pub fn jwks_uri(&self) -> &str {
+        self.inner.jwks_uri.as_str()
+    }
+
+    /// Counters and the state of the cache.
+    pub fn stats(&self) -> JwksStats {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let current = inner.current.load();
+        let state = match current.as_deref() {
+            Some(c) if now < c.expires_at => CacheState::Fresh,
+            Some(c) if now < c.stale_until => CacheState::Stale,
+            _ => CacheState::Unavailable,
+        };
+        JwksStats {
+            fetches_ok: inner.fetches_ok.load(Ordering::Relaxed),
+            fetches_failed: inner.fetches_failed.load(Ordering::Relaxed),
+            consecutive_failures: inner.consecutive_failures.load(Ordering::Relaxed),
+            last_success_age: current
+                .as_deref()
+                .map(|c| now.saturating_duration_since(c.fetched_at)),
+            keys: current.as_deref().map_or(0, |c| c.keys.len()),
+            kids: current.as_deref().map_or(0, |c| c.keys.kids().count()),
+            state,
+        }
+    }
+
+    /// The `kid`s of the current set (for diagnostics).
+    pub fn kids(&self) -> Vec<String> {
+        self.inner
+            .current
+            .load()
+            .as_deref()
+            .map(|c| c.keys.kids().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Fetches now, ignoring the cooldown (after waiting for a fetch in progress), and returns
+    /// the outcome. For operators and tests; requests never need it.
+    pub async fn refresh_now(&self) -> Result<(), FetchError> {
+        let mut state = self.inner.fetch.lock().await;
+        self.inner.fetch_locked(&mut state, Trigger::Manual).await
+    }
+}
+
+impl fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("jwks_uri", &self.inner.jwks_uri.as_str())
+            .field(
+                "issuer",
+                &self.inner.metadata.as_ref().map(IssuerMetadata::issuer),
+            )
+            .field(
+                "keys",
+                &self.inner.current.load().as_deref().map(|c| c.keys.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeySource for RemoteJwks {
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
+        self.inner.lookup(kid, alg)
+    }
+
+    fn refresh(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>> {
+        let kid = kid.map(str::to_owned);
+        async move { self.inner.refresh(kid.as_deref(), alg).await }.boxed()
+    }
+}
+
+impl Inner {
+    fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
+        let current = self.current.load();
+        match current.as_deref() {
+            Some(cached) if Instant::now() < cached.stale_until => cached
+                .keys
+                .get(kid, alg)
+                .map(Arc::clone)
+                .map_err(Rejection::from),
+            _ => Err(Rejection::KeysUnavailable {
+                retry_after_secs: self.retry_after_secs(),
+            }),
+        }
+    }
+
+    fn retry_after_secs(&self) -> u32 {
+        let due = self.epoch + Duration::from_millis(self.next_attempt_ms.load(Ordering::Relaxed));
+        let wait = due.saturating_duration_since(Instant::now());
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        u32::try_from(secs).unwrap_or(u32::MAX).max(1)
+    }
+
+    async fn refresh(
+        self: &Arc<Self>,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Arc<VerificationKey>, Rejection> {
+        let seen = self.generation.load(Ordering::SeqCst);
+        match self.lookup(kid, alg) {
+            Err(Rejection::UnknownKey | Rejection::KeysUnavailable { .. }) => {}
+            answered => return answered,
+        }
+        let mut state = Arc::clone(&self.fetch).lock_owned().await;
+        let fetched_meanwhile = self.generation.load(Ordering::SeqCst) != seen;
+        if !fetched_meanwhile
+            && self
+                .policy
+                .cooldown_over(state.last_attempt, Instant::now())
+        {
+            tracing::debug!(kid, "unknown kid: fetching keys");
+            // The fetch runs in its own task, holding the lock: if this caller goes away, the
+            // fetch still completes and the callers queued behind it see its result.
+            let inner = Arc::clone(self);
+            let fetch =
+                tokio::spawn(
+                    async move { inner.fetch_locked(&mut state, Trigger::UnknownKid).await },
+                );
+            let _ = fetch.await;
+        } else {
+            drop(state);
+        }
+        self.lookup(kid, alg)
+    }
+
+    /// Fetches, parses and installs a key set. The caller holds the fetch lock.
+    async fn fetch_locked(
+        &self,
+        state: &mut FetchState,
+        trigger: Trigger,
+    ) -> Result<(), FetchError> {
+        let started = Instant::now();
+        state.last_attempt = Some(started);
+        let url = &self.jwks_uri;
+        let outcome = match self.http.get(url, JWKS_ACCEPT).await {
+            Ok(fetched) => match certbound_core::KeySet::from_jwks(&fetched.body) {
+                Ok(parsed) => Ok((fetched, parsed)),
+                Err(source) => Err(FetchError::Jwks {
+                    url: url.to_string(),
+                    source,
+                }),
+            },
+            Err(e) => Err(e),
+        };
+        let now = Instant::now();
+        let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
+        let result = match outcome {
+            Ok((fetched, parsed)) => {
+                for skipped in &parsed.skipped {
+                    tracing::warn!(
+                        url = %url,
+                        kid = skipped.kid.as_deref().unwrap_or("(none)"),
+                        reason = %skipped.reason,
+                        "skipped a JWKS key that cannot verify signatures"
+                    );
+                }
+                let ttl = self.policy.ttl(
+                    fetched.cache_control.iter().map(String::as_str),
+                    fetched.age.as_deref(),
+                );
+                let expires_at = now + ttl;
+                let keys = parsed.keys.len();
+                self.current.store(Some(Arc::new(Cached {
+                    keys: parsed.keys,
+                    fetched_at: now,
+                    expires_at,
+                    stale_until: expires_at + self.policy.max_stale,
+                })));
+                state.failures = 0;
+                state.next_due = self.policy.refresh_at(now, ttl);
+                self.fetches_ok.fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures.store(0, Ordering::Relaxed);
+                tracing::info!(
+                    url = %url,
+                    status = fetched.status.as_u16(),
+                    keys,
+                    skipped = parsed.skipped.len(),
+                    duration_ms,
+                    ttl_secs = ttl.as_secs(),
+                    trigger = trigger.as_str(),
+                    outcome = "ok",
+                    "fetched JWKS"
+                );
+                Ok(())
+            }
+            Err(error) => {
+                state.failures = state.failures.saturating_add(1);
+                let retry_in = self.policy.backoff(state.failures);
+                state.next_due = now + retry_in;
+                self.fetches_failed.fetch_add(1, Ordering::Relaxed);
+                self.consecutive_failures
+                    .store(state.failures, Ordering::Relaxed);
+                let serving = match self.current.load().as_deref() {
+                    Some(c) if now < c.expires_at => "fresh",
+                    Some(c) if now < c.stale_until => "stale",
+                    _ => "none",
+                };
+                tracing::warn!(
+                    url = %url,
+                    status = match &error { FetchError::Status { status, .. } => Some(*status), _ => None },
+                    duration_ms,
+                    trigger = trigger.as_str(),
+                    outcome = error.kind(),
+                    %error,
+                    failures = state.failures,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    serving,
+                    "JWKS fetch failed"
+                );
+                Err(error)
+            }
+        };
+        let due_ms = state
+            .next_due
+            .saturating_duration_since(self.epoch)
+            .as_millis();
+        self.next_attempt_ms
+            .store(u64::try_from(due_ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
+}
+
+/// The background refresher. Holds a strong reference only while it fetches.
+async fn refresh_task(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let due = {
+            let mut state = inner.fetch.lock().await;
+            if Instant::now() >= state.next_due {
+                let _ = inner.fetch_locked(&mut state, Trigger::Scheduled).await;
+            }
+            state.next_due
+        };
+        drop(inner);
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+/// Configures and builds a [`RemoteJwks`].
+#[derive(Clone)]
+#[must_use]
+pub struct RemoteJwksBuilder {
+    source: Option<Source>,
+    extra_roots_pem: Vec<Vec<u8>>,
+    system_roots: bool,
+    connect_timeout: Duration,
+    timeout: Duration,
+    max_response_size: usize,
+    min_ttl: Duration,
+    max_ttl: Duration,
+    default_ttl: Duration,
+    cooldown: Duration,
+    max_stale: Duration,
+    require_initial_keys: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Issuer(String),
+    JwksUri(String),
+}
+
+impl Default for RemoteJwksBuilder {
+    fn default() -> Self {
+        Self {
+            source: None,
+            extra_roots_pem: Vec::new(),
+            system_roots: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            timeout: DEFAULT_TIMEOUT,
+            max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
+            min_ttl: DEFAULT_MIN_TTL,
+            max_ttl: DEFAULT_MAX_TTL,
+            default_ttl: DEFAULT_TTL,
+            cooldown: DEFAULT_UNKNOWN_KID_COOLDOWN,
+            max_stale: DEFAULT_MAX_STALE,
+            require_initial_keys: false,
+        }
+    }
+}
+
+impl fmt::Debug for RemoteJwksBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteJwksBuilder")
+            .field("source", &self.source)
+            .field("extra_roots", &self.extra_roots_pem.len())
+            .field("system_roots", &self.system_roots)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("timeout", &self.timeout)
+            .field("max_response_size", &self.max_response_size)
+            .field("ttl_bounds", &(self.min_ttl, self.max_ttl))
+            .field("default_ttl", &self.default_ttl)
+            .field("unknown_kid_cooldown", &self.cooldown)
+            .field("max_stale", &self.max_stale)
+            .field("require_initial_keys", &self.require_initial_keys)
+            .finish()
+    }
+}
+
+impl RemoteJwksBuilder {
+    /// Finds the keys by discovery: metadata from `{issuer}/.well-known/openid-configuration`,
+    /// else from RFC 8414's `/.well-known/oauth-authorization-server{path}`. The metadata's
+    /// `issuer` must equal `issuer` exactly. Replaces an earlier [`jwks_uri`](Self::jwks_uri).
+    ///
+    /// `issuer` must be `https`; `http` is accepted only for a loopback host (local tests), and
+    /// only then may the discovered `jwks_uri` be `http` too.
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.source = Some(Source::Issuer(issuer.into()));
+        self
+    }
+
+    /// Fetches keys from this URL, without discovery. Replaces an earlier [`issuer`](Self::issuer).
+    /// `https`, or `http` for a loopback host.
+    pub fn jwks_uri(mut self, url: impl Into<String>) -> Self {
+        self.source = Some(Source::JwksUri(url.into()));
+        self
+    }
+
+    /// Also trusts the CA certificate(s) in this PEM data (e.g. a private issuer CA). May be
+    /// called more than once.
+    pub fn extra_root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.extra_roots_pem.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// Whether the operating system's trust store is used (default `true`). With `false`, only
+    /// [`extra_root_certificates_pem`](Self::extra_root_certificates_pem) are trusted.
+    pub fn system_roots(mut self, enabled: bool) -> Self {
+        self.system_roots = enabled;
+        self
+    }
+
+    /// Time allowed to establish a connection (TCP + TLS). Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for a whole request, body included. Default 10 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Largest metadata or JWKS response accepted, in bytes (default 512 KiB). Larger responses
+    /// fail the fetch; at most this much is ever buffered.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.max_response_size = bytes;
+        self
+    }
+
+    /// Bounds for the cache lifetime taken from `Cache-Control: max-age`. Default 5 min … 24 h.
+    /// `min` must be at least 1 s and not above `max`.
+    pub fn cache_ttl_bounds(mut self, min: Duration, max: Duration) -> Self {
+        self.min_ttl = min;
+        self.max_ttl = max;
+        self
+    }
+
+    /// Cache lifetime when a response has no `max-age` (still clamped to the bounds). Default 10 min.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.default_ttl = ttl;
+        self
+    }
+
+    /// Minimum time between fetches caused by unknown `kid`s, measured from the start of the
+    /// previous fetch of any kind. Default 30 s.
+    pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// How long after its expiry a key set keeps serving while fetches fail. Default 24 h.
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// Whether [`build`](Self::build) fails when the first key fetch fails (default `false`:
+    /// build succeeds, requests get `KeysUnavailable` until a background retry succeeds).
+    /// Discovery failures always fail the build.
+    pub fn require_initial_keys(mut self, required: bool) -> Self {
+        self.require_initial_keys = required;
+        self
+    }
+
+    /// Runs discovery (if configured), fetches the keys once, and starts the background
+    /// refresher on the current tokio runtime.
+    pub async fn build(self) -> Result<RemoteJwks, BuildError> {
+        if self.min_ttl < Duration::from_secs(1) {
+            return Err(BuildError::InvalidConfig(
+                "the minimum cache lifetime must be at least 1 second",
+            ));
+        }
+        if self.min_ttl > self.max_ttl {
+            return Err(BuildError::InvalidConfig(
+                "the minimum cache lifetime is above the maximum",
+            ));
+        }
+        if self.max_response_size == 0 {
+            return Err(BuildError::InvalidConfig("the response size limit is zero"));
+        }
+        let source = self.source.clone().ok_or(BuildError::NoSource)?;
+        let configured = match &source {
+            Source::Issuer(issuer) => discovery::check_url(issuer, true)?,
+            Source::JwksUri(uri) => discovery::check_url(uri, false)?,
+        };
+        let http = HttpClient::new(&HttpConfig {
+            system_roots: self.system_roots,
+            extra_roots_pem: &self.extra_roots_pem,
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            max_body: self.max_response_size,
+            https_only: configured.scheme() == "https",
+        })?;
+        let (jwks_uri, metadata) = match &source {
+            Source::Issuer(issuer) => {
+                let metadata = discovery::discover(&http, issuer, &configured).await?;
+                let uri = discovery::check_url(metadata.jwks_uri(), false)?;
+                (uri, Some(metadata))
+            }
+            Source::JwksUri(_) => (configured, None),
+        };
+        let now = Instant::now();
+        let inner = Arc::new(Inner {
+            http,
+            jwks_uri,
+            metadata,
+            policy: CachePolicy {
+                min_ttl: self.min_ttl,
+                max_ttl: self.max_ttl,
+                default_ttl: self.default_ttl,
+                max_stale: self.max_stale,
+                cooldown: self.cooldown,
+                backoff_initial: BACKOFF_INITIAL,
+                backoff_max: BACKOFF_MAX,
+            },
+            current: ArcSwapOption::empty(),
+            fetch: Arc::new(Mutex::new(FetchState {
+                last_attempt: None,
+                failures: 0,
+                next_due: now,
+            })),
+            generation: AtomicU64::new(0),
+            fetches_ok: AtomicU64::new(0),
+            fetches_failed: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            epoch: now,
+            next_attempt_ms: AtomicU64::new(0),
+            task: OnceLock::new(),
+        });
+        let initial = {
+            let mut state = inner.fetch.lock().await;
+            inner.fetch_locked(&mut state, Trigger::Initial).await
+        };
+        if let Err(error) = initial {
+            if self.require_initial_keys {
+                return Err(BuildError::InitialFetch(error));
+            }
+            tracing::warn!(
+                url = %inner.jwks_uri,
+                "no signing keys yet; requests get 503 until a retry succeeds"
+            );
+        }
+        let task = tokio::spawn(refresh_task(Arc::downgrade(&inner)));
+        let _ = inner.task.set(task.abort_handle());
+        Ok(RemoteJwks { inner })
+    }
+}

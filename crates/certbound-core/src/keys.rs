@@ -415,6 +415,10 @@ mod tests {
 
     #[test]
     fn skips_unusable_keys_with_reasons() {
+        let weak_rsa = format!(
+            r#"{{"kty":"RSA","kid":"weak","n":"{}","e":"AQAB"}}"#,
+            rsa_n(1024)
+        );
         let doc = format!(
             r#"{{"keys":[{},{},{},{},{},{},{},{}]}}"#,
             ec(r#","kid":"good""#),
@@ -422,10 +426,7 @@ mod tests {
             ec(r#","kid":"ops","key_ops":["encrypt"]"#),
             r#"{"kty":"oct","kid":"hmac","k":"c2VjcmV0"}"#,
             r#"{"kty":"XYZ","kid":"odd"}"#,
-            format!(
-                r#"{{"kty":"RSA","kid":"weak","n":"{}","e":"AQAB"}}"#,
-                rsa_n(1024)
-            ),
+            weak_rsa,
             r#"{"kty":"EC","kid":"p521","crv":"P-521","x":"AA","y":"AA"}"#,
             ec(r#","kid":"badalg","alg":"RS256""#),
         );

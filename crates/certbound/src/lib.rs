@@ -1,1 +1,68 @@
-//! placeholder
+//! # certbound
+//!
+//! Accept an OAuth 2.0 access token only from the client it was issued to.
+//!
+//! When a client obtains a token over mutual TLS, the authorization server binds the token to the
+//! client's certificate: the JWT carries `cnf: {"x5t#S256": base64url(SHA-256(DER))}`
+//! (RFC 8705 §3.1). certbound is the resource server's side, as a tower layer: it takes the
+//! client certificate from the mutual-TLS connection, validates the JWT with the issuer's keys,
+//! and lets the request through only if the token is bound to *that* certificate. Otherwise the
+//! answer is `401` with `WWW-Authenticate: Bearer error="invalid_token"` (RFC 6750 §3).
+//! A stolen token is worthless without the private key of the certificate it is bound to.
+//!
+//! ```no_run
+//! use axum::{routing::get, Json, Router};
+//! use certbound::{CertBound, VerifiedToken};
+//! use certbound::tls::{server_config, load_certs, load_private_key, ClientAuth, PeerCertificate, TlsListener};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let auth = CertBound::builder()
+//!         .issuer("https://auth.example.com/")    // discovery → jwks_uri → keys, cached
+//!         .audience("https://api.example.com")
+//!         .build()
+//!         .await?;
+//!     let app = Router::new().route("/hello", get(hello)).layer(auth);
+//!
+//!     let tls = server_config(load_certs("server.pem")?, load_private_key("server.key")?, ClientAuth::self_signed())?;
+//!     let listener = TlsListener::bind("0.0.0.0:8443", tls).await?;
+//!     axum::serve(listener, app.into_make_service_with_connect_info::<PeerCertificate>()).await?;
+//!     Ok(())
+//! }
+//!
+//! async fn hello(token: VerifiedToken) -> Json<serde_json::Value> {
+//!     Json(serde_json::json!({ "sub": token.sub(), "client_id": token.client_id() }))
+//! }
+//! ```
+//!
+//! The layer works with any tower service whose response body implements `Default` (axum,
+//! tonic, plain hyper). Requests that fail never reach the inner service.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod authenticate;
+pub mod builder;
+pub mod cache;
+#[cfg(feature = "axum")]
+pub mod extract;
+pub mod layer;
+pub mod response;
+pub mod token;
+
+pub use authenticate::Clock;
+pub use builder::{BuildError, CertBoundBuilder, TrustedIssuer};
+pub use cache::{TokenCacheConfig, TokenCacheStats};
+pub use certbound_core::{BindingPolicy, ClientCertificate, Rejection, Thumbprint};
+pub use certbound_jwks::{KeySource, RemoteJwks, StaticJwks};
+#[cfg(feature = "axum")]
+pub use extract::TokenRejection;
+pub use layer::{CertBound, CertBoundLayer, ResponseFuture};
+pub use response::rejection_response;
+pub use token::{NoCustomClaims, VerifiedToken};
+
+/// The sans-IO core: thumbprints, bearer extraction, token policy, rejections.
+pub use certbound_core as core;
+/// Key sources: static and remote JWKS.
+pub use certbound_jwks as jwks;
+/// Mutual-TLS server configurations and the listener that attaches [`tls::PeerCertificate`].
+pub use certbound_tls as tls;

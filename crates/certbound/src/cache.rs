@@ -1,0 +1,123 @@
+//! The verified-token cache: a client reuses one token for minutes across many requests, so its
+//! signature is verified once, not on every request.
+//!
+//! What a hit still does, every time: re-checks `exp`/`nbf`/`iat` against the current time,
+//! checks that the key that verified the token is still in the issuer's current key set (a key
+//! rotated out evicts its entries), and compares the binding with *this* request's certificate.
+//! Only tokens that verified are cached; nothing the uncached path rejects is ever accepted
+//! from the cache.
+//!
+//! The cache is keyed by the whole token: lookups hash it with a per-process random seed and a
+//! hit is confirmed by comparing every byte, so two tokens can never share an entry. It is
+//! bounded both in entries and in bytes.
+
+use std::sync::Arc;
+
+use certbound_core::{VerificationKey, VerifiedClaims};
+use quick_cache::sync::Cache;
+use quick_cache::Weighter;
+
+/// Bounds of the verified-token cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCacheConfig {
+    /// Most entries held (default 10,000).
+    pub max_entries: usize,
+    /// Most bytes held, counting each token and an estimate of its claims (default 32 MiB).
+    pub max_bytes: u64,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// How full the verified-token cache is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCacheStats {
+    /// Entries held.
+    pub entries: usize,
+    /// Bytes held, as weighed (each entry counts at least `max_bytes / max_entries`).
+    pub bytes: u64,
+}
+
+/// One verified token.
+#[derive(Clone)]
+pub(crate) struct CachedToken {
+    pub(crate) claims: Arc<VerifiedClaims>,
+    /// The key that verified the signature; the entry is valid only while the issuer's key
+    /// source still returns this very key for the token's `kid`.
+    pub(crate) key: Arc<VerificationKey>,
+    pub(crate) issuer: usize,
+    /// Estimated bytes this entry holds.
+    weight: u64,
+}
+
+#[derive(Clone)]
+struct ByBytes {
+    min_weight: u64,
+}
+
+impl Weighter<Box<[u8]>, CachedToken> for ByBytes {
+    fn weight(&self, key: &Box<[u8]>, value: &CachedToken) -> u64 {
+        // Every entry weighs at least max_bytes / max_entries, which bounds the entry count.
+        (key.len() as u64 + value.weight).max(self.min_weight)
+    }
+}
+
+/// A bounded, concurrent map from token bytes to verified claims.
+pub(crate) struct TokenCache {
+    cache: Cache<Box<[u8]>, CachedToken, ByBytes>,
+}
+
+impl TokenCache {
+    pub(crate) fn new(config: TokenCacheConfig) -> Self {
+        let max_entries = config.max_entries.max(1);
+        let min_weight = (config.max_bytes / max_entries as u64).max(1);
+        Self {
+            cache: Cache::with_weighter(
+                max_entries,
+                config.max_bytes.max(1),
+                ByBytes { min_weight },
+            ),
+        }
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<CachedToken> {
+        self.cache.get(token.as_bytes())
+    }
+
+    pub(crate) fn insert(
+        &self,
+        token: &str,
+        claims: Arc<VerifiedClaims>,
+        key: Arc<VerificationKey>,
+        issuer: usize,
+    ) {
+        // Claims are held as a JSON map: a few times the payload's size is a fair estimate.
+        let weight = 256 + 3 * token.len() as u64;
+        self.cache.insert(
+            token.as_bytes().into(),
+            CachedToken {
+                claims,
+                key,
+                issuer,
+                weight,
+            },
+        );
+    }
+
+    pub(crate) fn remove(&self, token: &str) {
+        self.cache.remove(token.as_bytes());
+    }
+
+    pub(crate) fn stats(&self) -> TokenCacheStats {
+        TokenCacheStats {
+            entries: self.cache.len(),
+            bytes: self.cache.weight(),
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Middleware that lets a request through only with an access token bound to the client
+//! certificate of the connection it arrived on (RFC 8705).
+//!
+//! `CertBoundLayer` → [`CertBound<S>`] → [`ResponseFuture`], in the style of tower-http.
+//! Build the layer with [`CertBound::builder`]. Requests that pass carry a [`VerifiedToken`]
+//! extension; requests that fail get an RFC 6750 answer and never reach the inner service.
+//!
+//! ```
+//! use certbound::{CertBound, StaticJwks, VerifiedToken};
+//! use axum::{routing::get, Router};
+//!
+//! # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
+//! # let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+//! let auth = CertBound::builder()
+//!     .issuer("https://auth.example.com/")
+//!     .audience("https://api.example.com")
+//!     .key_source(StaticJwks::from_jwks(jwks)?)
+//!     .build()
+//!     .await?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/accounts", get(|token: VerifiedToken| async move { token.sub().unwrap_or("").to_owned() }))
+//!     .layer(auth);
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use certbound_core::{Rejection, Thumbprint};
+use certbound_tls::PeerCertificate;
+use futures_util::future::BoxFuture;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::authenticate::{Authenticator, Decision};
+use crate::response::rejection_response;
+use crate::VerifiedToken;
+
+/// The layer. Cheap to clone; every clone shares one configuration and key cache.
+#[derive(Debug, Clone)]
+pub struct CertBoundLayer {
+    pub(crate) auth: Arc<Authenticator>,
+}
+
+impl CertBoundLayer {
+    /// How full the verified-token cache is (`None` when it is switched off).
+    pub fn token_cache_stats(&self) -> Option<crate::cache::TokenCacheStats> {
+        self.auth
+            .cache
+            .as_ref()
+            .map(crate::cache::TokenCache::stats)
+    }
+}
+
+impl<S> Layer<S> for CertBoundLayer {
+    type Service = CertBound<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CertBound {
+            inner,
+            auth: Arc::clone(&self.auth),
+        }
+    }
+}
+
+/// The middleware service; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct CertBound<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+impl CertBound<()> {
+    /// Starts configuring the layer.
+    pub fn builder() -> crate::CertBoundBuilder {
+        crate::CertBoundBuilder::default()
+    }
+}
+
+impl<S> CertBound<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// What the transport says about the connection a request arrived on: the [`PeerCertificate`]
+/// extension (hyper-util loops), axum's `ConnectInfo<PeerCertificate>`, or — for plain-HTTP
+/// listeners behind a proxy — axum's `ConnectInfo<SocketAddr>` (address only).
+pub(crate) fn connection(
+    extensions: &http::Extensions,
+) -> (Option<std::net::IpAddr>, Option<Thumbprint>) {
+    if let Some(peer) = extensions.get::<PeerCertificate>() {
+        return (Some(peer.remote_addr().ip()), peer.thumbprint().copied());
+    }
+    #[cfg(feature = "axum")]
+    {
+        use axum::extract::ConnectInfo;
+        if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<PeerCertificate>>() {
+            return (Some(peer.remote_addr().ip()), peer.thumbprint().copied());
+        }
+        if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
+            return (Some(addr.ip()), None);
+        }
+    }
+    (None, None)
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CertBound<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let (peer, tls_thumbprint) = connection(req.extensions());
+        let presented = match self
+            .auth
+            .client_certificate(req.headers(), peer, tls_thumbprint)
+        {
+            Ok(presented) => presented,
+            Err(rejection) => {
+                return ResponseFuture {
+                    state: State::Rejected {
+                        response: Some(rejection_response(&rejection, &self.auth.realm)),
+                    },
+                }
+            }
+        };
+        match self.auth.decide(req.headers(), presented) {
+            Decision::Accept(token) => {
+                req.extensions_mut().insert(token);
+                ResponseFuture {
+                    state: State::Inner {
+                        future: self.inner.call(req),
+                    },
+                }
+            }
+            Decision::Reject(rejection) => {
+                log_rejection(&rejection, presented.as_ref());
+                ResponseFuture {
+                    state: State::Rejected {
+                        response: Some(rejection_response(&rejection, &self.auth.realm)),
+                    },
+                }
+            }
+            Decision::Refresh(pending) => {
+                // Take the service that was driven to readiness; leave a clone in its place.
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    state: State::Authenticating {
+                        pending,
+                        service: Some(service),
+                        request: Some(req),
+                        auth: Arc::clone(&self.auth),
+                        presented,
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn log_rejection(rejection: &Rejection, presented: Option<&Thumbprint>) {
+    tracing::debug!(
+        reason = rejection.code(),
+        status = rejection.status().as_u16(),
+        client_cert = presented
+            .map(Thumbprint::short)
+            .as_deref()
+            .unwrap_or("none"),
+        "certbound rejected request"
+    );
+}
+
+pin_project! {
+    /// Response future of [`CertBound`].
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Inner { #[pin] future: S::Future },
+        Rejected { response: Option<S::Response> },
+        Authenticating {
+            pending: BoxFuture<'static, Result<VerifiedToken, Rejection>>,
+            service: Option<S>,
+            request: Option<Request<ReqBody>>,
+            auth: Arc<Authenticator>,
+            presented: Option<Thumbprint>,
+        },
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Rejected { response } => {
+                    // Polled again after completion: answer with an empty default response
+                    // rather than panic.
+                    return Poll::Ready(Ok(response.take().unwrap_or_default()));
+                }
+                StateProj::Authenticating {
+                    pending,
+                    service,
+                    request,
+                    auth,
+                    presented,
+                } => {
+                    let outcome = ready!(pending.as_mut().poll(cx));
+                    let (Some(mut service), Some(mut request)) = (service.take(), request.take())
+                    else {
+                        return Poll::Ready(Ok(Response::default()));
+                    };
+                    match outcome {
+                        Ok(token) => {
+                            request.extensions_mut().insert(token);
+                            let future = service.call(request);
+                            this.state.set(State::Inner { future });
+                        }
+                        Err(rejection) => {
+                            log_rejection(&rejection, presented.as_ref());
+                            let response = rejection_response(&rejection, &auth.realm);
+                            this.state.set(State::Rejected {
+                                response: Some(response),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

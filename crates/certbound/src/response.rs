@@ -1,0 +1,25 @@
+//! Turning a [`Rejection`] into an HTTP response (RFC 6750 §3).
+
+use http::header::{HeaderValue, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::Response;
+
+use certbound_core::Rejection;
+
+/// Builds the response for `rejection`: its status, the `WWW-Authenticate` challenge for `realm`,
+/// `Retry-After` for 503, `Cache-Control: no-store`, and an empty body.
+pub fn rejection_response<B: Default>(rejection: &Rejection, realm: &str) -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = rejection.status();
+    let headers = response.headers_mut();
+    if let Some(challenge) = rejection.www_authenticate(realm) {
+        // The challenge is built from printable ASCII only (see `Rejection::challenge`).
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
+    }
+    if let Some(secs) = rejection.retry_after_secs() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

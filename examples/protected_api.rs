@@ -74,6 +74,9 @@ struct Args {
     /// Require RFC 9068 typed tokens (typ: at+jwt).
     #[arg(long)]
     require_at_jwt: bool,
+    /// Verify every token's signature on every request (switch off the verified-token cache).
+    #[arg(long)]
+    no_token_cache: bool,
     /// Where the dev setup keeps its certificates, keys and tokens (dev mode only).
     #[arg(long)]
     dev_dir: Option<PathBuf>,
@@ -167,6 +170,9 @@ async fn run(args: Args) -> Result<(), Fatal> {
 
     // Tokens: a real issuer, or the dev issuer.
     let mut builder = CertBound::builder().binding(binding);
+    if args.no_token_cache {
+        builder = builder.no_token_cache();
+    }
     if args.require_at_jwt {
         builder = builder.require_at_jwt();
     }
@@ -264,7 +270,8 @@ fn print_walkthrough(
     let url = format!("https://localhost:{port}/api/hello");
     let bearer = format!("-H \"Authorization: Bearer $(cat {d}/token-a.jwt)\"");
     println!(
-        "\nclient A's certificate thumbprint (x5t#S256): {}\n\
+        "\nissuer (dev, discovery + JWKS):               {issuer}\n\
+         client A's certificate thumbprint (x5t#S256): {}\n\
          token bound to client A (valid 1 hour):       {d}/token-a.jwt\n\n\
          Try it from another shell:\n\n\
          # 1. client A, token bound to client A → 200\n\

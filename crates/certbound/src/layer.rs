@@ -48,6 +48,35 @@ pub struct CertBoundLayer {
 }
 
 impl CertBoundLayer {
+    /// Decides for a token outside any HTTP request — the same checks, in the same order, with
+    /// the same [`Rejection`] codes as the middleware (key refresh included). `presented` is the
+    /// thumbprint of the client certificate the token would arrive with.
+    ///
+    /// ```no_run
+    /// # async fn doc(layer: certbound::CertBoundLayer, token: &str, cert_der: &[u8]) {
+    /// let presented = certbound::Thumbprint::of_der(cert_der);
+    /// match layer.verify(token, Some(presented)).await {
+    ///     Ok(token) => println!("accepted: sub={:?}", token.sub()),
+    ///     Err(rejection) => println!("refused: {} ({})", rejection.code(), rejection),
+    /// }
+    /// # }
+    /// ```
+    pub async fn verify(
+        &self,
+        token: &str,
+        presented: Option<Thumbprint>,
+    ) -> Result<VerifiedToken, Rejection> {
+        let mut headers = http::HeaderMap::new();
+        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Rejection::MalformedAuthorization)?;
+        headers.insert(http::header::AUTHORIZATION, value);
+        match self.auth.decide(&headers, presented) {
+            Decision::Accept(token) => Ok(token),
+            Decision::Reject(rejection) => Err(rejection),
+            Decision::Refresh(pending) => pending.await,
+        }
+    }
+
     /// How full the verified-token cache is (`None` when it is switched off).
     pub fn token_cache_stats(&self) -> Option<crate::cache::TokenCacheStats> {
         self.auth

@@ -1,0 +1,167 @@
+//! The example API as a user runs it: `protected_api` with no flags prints curl commands, and
+//! each one does exactly what its comment says. Also: bad flags and unreadable files are one
+//! clear error line and exit code 2.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>/examples/protected_api`, built by `cargo test` alongside the tests.
+fn example_binary() -> PathBuf {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop(); // the test binary
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("examples")
+        .join(format!("protected_api{}", std::env::consts::EXE_SUFFIX))
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the example on an ephemeral port; returns it and everything it printed up to the
+/// "Ctrl-C stops the server." line.
+fn start(dev_dir: &std::path::Path) -> (Running, Vec<String>) {
+    let mut child = Command::new(example_binary())
+        .args(["--listen", "127.0.0.1:0", "--dev-dir"])
+        .arg(dev_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run the protected_api example (built by cargo test)");
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.starts_with("Ctrl-C stops the server");
+        lines.push(line);
+        if done || Instant::now() > deadline {
+            break;
+        }
+    }
+    (running, lines)
+}
+
+/// Runs one printed command with bash, as a user pasting it would.
+fn run_printed(command: &str) -> (u16, Option<String>) {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(command)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{command}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let status = text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let challenge = text
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+        .map(|l| l.trim().to_owned());
+    (status, challenge)
+}
+
+#[test]
+fn printed_curl_commands_behave_as_printed() {
+    let dev_dir =
+        std::env::temp_dir().join(format!("certbound-walkthrough-{}", std::process::id()));
+    let (_server, lines) = start(&dev_dir);
+    let commands: Vec<(String, String)> = lines
+        .windows(2)
+        .filter(|w| w[0].starts_with("# ") && w[1].starts_with("curl "))
+        .map(|w| (w[0].clone(), w[1].clone()))
+        .collect();
+    assert_eq!(commands.len(), 4, "printed:\n{}", lines.join("\n"));
+
+    for (comment, command) in &commands {
+        let (status, challenge) = run_printed(command);
+        let challenge = challenge.unwrap_or_default();
+        if comment.contains("→ 200") {
+            assert_eq!(status, 200, "{comment}");
+        } else if comment.contains("invalid_token") {
+            assert_eq!(status, 401, "{comment}");
+            assert!(
+                challenge.contains("error=\"invalid_token\""),
+                "{comment}: {challenge}"
+            );
+        } else if comment.contains("no error code") {
+            assert_eq!(status, 401, "{comment}");
+            assert!(
+                challenge.starts_with("www-authenticate: Bearer realm="),
+                "{comment}: {challenge}"
+            );
+            assert!(!challenge.contains("error="), "{comment}: {challenge}");
+        } else {
+            panic!("unexpected comment {comment}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dev_dir);
+}
+
+#[test]
+fn a_second_run_reuses_the_dev_material() {
+    let dev_dir = std::env::temp_dir().join(format!("certbound-reuse-{}", std::process::id()));
+    let (first, lines) = start(&dev_dir);
+    drop(first);
+    assert!(lines[0].contains("created dev material"), "{}", lines[0]);
+    let ca = std::fs::read(dev_dir.join("ca.pem")).unwrap();
+    let (_second, lines) = start(&dev_dir);
+    assert!(lines[0].contains("reusing dev material"), "{}", lines[0]);
+    assert_eq!(std::fs::read(dev_dir.join("ca.pem")).unwrap(), ca);
+    let _ = std::fs::remove_dir_all(&dev_dir);
+}
+
+#[test]
+fn bad_flags_and_unreadable_files_exit_2_with_one_line() {
+    let cases: &[&[&str]] = &[
+        &["--binding", "sometimes"],
+        &["--no-such-flag"],
+        &["--issuer", "https://issuer.example/"], // --audience missing
+        &[
+            "--tls-cert",
+            "/nonexistent/server.pem",
+            "--tls-key",
+            "/nonexistent/server.key",
+        ],
+        &[
+            "--jwks-ca",
+            "/nonexistent/ca.pem",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    ];
+    for args in cases {
+        let out = Command::new(example_binary())
+            .args(*args)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error:"), "{args:?}: {stderr}");
+        if args[0].starts_with("--tls") || args[0] == "--jwks-ca" {
+            assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
+            assert!(first.contains("/nonexistent/"), "{args:?}: {first}");
+        }
+    }
+}

@@ -16,6 +16,13 @@
 //!     --issuer https://auth.example.com/ [--jwks-uri URL | --jwks-file jwks.json] [--jwks-ca ca.pem] \
 //!     --audience https://api.example.com [--binding required|if-bound] [--require-at-jwt]
 //! ```
+//!
+//! Behind a TLS-terminating proxy (see docs/deploying-behind-a-proxy.md):
+//!
+//! ```text
+//! cargo run --example protected_api -- --plain-http --listen 127.0.0.1:8080 \
+//!     --client-cert-header nginx:X-SSL-Client-Cert --trusted-proxy 127.0.0.1/32 …
+//! ```
 
 mod support;
 
@@ -23,16 +30,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use certbound::core::forwarded::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound::tls::{
     load_ca_roots, load_certs, load_private_key, server_config, ClientAuth, PeerCertificate,
     TlsListener,
 };
-use certbound::{BindingPolicy, CertBound, StaticJwks};
+use certbound::{BindingPolicy, CertBound, CertBoundBuilder, StaticJwks};
 use certbound_core::{Algorithm, ClientCertificate};
 use certbound_dev::issuer::TestIssuer;
 use certbound_dev::{bound_claims, DevPki, SigningKey};
 use clap::Parser;
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Serve GET /health (open) and GET /api/hello (certificate-bound token required) over mutual TLS.
 #[derive(Debug, Parser)]
@@ -77,6 +84,18 @@ struct Args {
     /// Verify every token's signature on every request (switch off the verified-token cache).
     #[arg(long)]
     no_token_cache: bool,
+    /// Behind a TLS-terminating proxy: take the client certificate from this forwarded header,
+    /// FORMAT[:HEADER-NAME] — nginx:X-SSL-Client-Cert, xfcc, xfcc-hash-only, rfc9440, alb,
+    /// alb-passthrough, traefik, base64-der:X-Client-Cert, auth0-edge, auth0-edge-verified.
+    #[arg(long, value_name = "FORMAT[:HEADER]")]
+    client_cert_header: Option<String>,
+    /// A proxy allowed to forward client certificates (CIDR; repeatable). A forwarded header from
+    /// any other peer is refused with 400 and logged.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxy: Vec<IpCidr>,
+    /// Listen without TLS (for a proxy on the same host or network); needs --client-cert-header.
+    #[arg(long)]
+    plain_http: bool,
     /// Where the dev setup keeps its certificates, keys and tokens (dev mode only).
     #[arg(long)]
     dev_dir: Option<PathBuf>,
@@ -118,13 +137,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Fatal> {
-    let binding: BindingPolicy = args.binding.parse()?;
-    let dev = args.issuer.is_none() || args.tls_cert.is_none();
     let dev_dir = args
         .dev_dir
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("certbound-dev"));
-    let pki = if dev {
+    // Dev material is needed unless both the issuer and the server certificate are real.
+    let pki = if args.issuer.is_none() || (args.tls_cert.is_none() && !args.plain_http) {
         let (pki, created) = context(DevPki::load_or_create(&dev_dir), "dev certificates")?;
         let verb = if created { "created" } else { "reusing" };
         println!(
@@ -136,8 +154,81 @@ async fn run(args: Args) -> Result<(), Fatal> {
         None
     };
 
-    // Server certificate and client-certificate mode.
-    let (chain, key) = match (&args.tls_cert, &args.tls_key, &pki) {
+    let (builder, dev_issuer) = token_validation(&args, &dev_dir).await?;
+    let builder = match proxy_mode(&args)? {
+        Some(forwarded) => builder.forwarded_certificates(forwarded),
+        None => builder,
+    };
+    let auth = context(builder.build().await, "token validation setup")?;
+    let app = support::routes(auth);
+
+    if args.plain_http {
+        let listener = context(
+            tokio::net::TcpListener::bind(args.listen).await,
+            format!("--listen {}", args.listen),
+        )?;
+        let addr = context(listener.local_addr(), "listener address")?;
+        println!(
+            "listening on http://{addr} (plain HTTP: a TLS-terminating proxy forwards the client certificate in {})",
+            args.client_cert_header.as_deref().unwrap_or("?")
+        );
+        if let (Some(pki), Some((issuer, signer))) = (&pki, &dev_issuer) {
+            let token_path = write_dev_token(pki, issuer.issuer_url(), &audience(&args), signer)?;
+            println!(
+                "token bound to client A (valid 1 hour): {}",
+                token_path.display()
+            );
+        }
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        return context(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown())
+                .await,
+            "server",
+        );
+    }
+
+    let (tls, mode) = tls_config(&args, pki.as_ref())?;
+    let listener = context(
+        TlsListener::bind(args.listen, tls).await,
+        format!("--listen {}", args.listen),
+    )?;
+    let addr = listener.local_addr();
+    println!("listening on https://{addr} — client certificates: {mode}");
+    if let (Some(pki), Some((issuer, signer))) = (&pki, &dev_issuer) {
+        print_walkthrough(
+            pki,
+            issuer.issuer_url(),
+            &audience(&args),
+            signer,
+            addr.port(),
+        )?;
+    }
+    let app = app.into_make_service_with_connect_info::<PeerCertificate>();
+    context(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown())
+            .await,
+        "server",
+    )
+}
+
+async fn shutdown() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn audience(args: &Args) -> String {
+    args.audience
+        .clone()
+        .unwrap_or_else(|| "https://api.example".into())
+}
+
+/// The server certificate and the client-certificate mode, with a line describing the mode.
+fn tls_config(
+    args: &Args,
+    pki: Option<&DevPki>,
+) -> Result<(std::sync::Arc<rustls::ServerConfig>, String), Fatal> {
+    let (chain, key) = match (&args.tls_cert, &args.tls_key, pki) {
         (Some(cert), Some(key), _) => (
             context(load_certs(cert), format!("--tls-cert {}", cert.display()))?,
             context(
@@ -145,30 +236,35 @@ async fn run(args: Args) -> Result<(), Fatal> {
                 format!("--tls-key {}", key.display()),
             )?,
         ),
-        (_, _, Some(pki)) => (
-            vec![pki.server.cert_der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server.key_der.clone())),
-        ),
+        (_, _, Some(pki)) => (vec![pki.server.cert_der.clone()], pki.server.private_key()),
         _ => {
             return Err(Fatal(
                 "--tls-cert and --tls-key are required together".into(),
             ))
         }
     };
-    let client_auth = match &args.client_ca {
-        Some(path) => ClientAuth::ca(context(
-            load_ca_roots(path),
-            format!("--client-ca {}", path.display()),
-        )?),
-        None => ClientAuth::self_signed(),
+    let (client_auth, mode) = match &args.client_ca {
+        Some(path) => (
+            ClientAuth::ca(context(load_ca_roots(path), format!("--client-ca {}", path.display()))?),
+            format!("CA mode (tls_client_auth, chain must verify to {})", path.display()),
+        ),
+        None => (
+            ClientAuth::self_signed(),
+            "self-signed mode (self_signed_tls_client_auth: any certificate, key possession checked)".into(),
+        ),
     };
-    let mode = match &args.client_ca {
-        Some(path) => format!("CA mode (tls_client_auth, chain must verify to {})", path.display()),
-        None => "self-signed mode (self_signed_tls_client_auth: any certificate, key possession checked)".into(),
-    };
-    let tls = context(server_config(chain, key, client_auth), "TLS configuration")?;
+    Ok((
+        context(server_config(chain, key, client_auth), "TLS configuration")?,
+        mode,
+    ))
+}
 
-    // Tokens: a real issuer, or the dev issuer.
+/// The issuer and its keys: real ones from the flags, or a local dev issuer.
+async fn token_validation(
+    args: &Args,
+    dev_dir: &Path,
+) -> Result<(CertBoundBuilder, Option<(TestIssuer, SigningKey)>), Fatal> {
+    let binding: BindingPolicy = args.binding.parse()?;
     let mut builder = CertBound::builder().binding(binding);
     if args.no_token_cache {
         builder = builder.no_token_cache();
@@ -180,64 +276,51 @@ async fn run(args: Args) -> Result<(), Fatal> {
         let pem = context(std::fs::read(path), format!("--jwks-ca {}", path.display()))?;
         builder = builder.jwks_root_certificates_pem(pem);
     }
-    let dev_issuer = match &args.issuer {
-        Some(issuer) => {
-            builder = builder
-                .issuer(issuer.clone())
-                .audience(args.audience.clone().unwrap_or_default());
-            if let Some(uri) = &args.jwks_uri {
-                builder = builder.jwks_uri(uri.clone());
-            }
-            if let Some(path) = &args.jwks_file {
-                let keys = context(
-                    StaticJwks::from_file(path),
-                    format!("--jwks-file {}", path.display()),
-                )?;
-                builder = builder.key_source(keys);
-            }
-            None
-        }
-        None => {
-            let signer = dev_signing_key(&dev_dir)?;
-            let issuer = context(TestIssuer::start(&[&signer]).await, "dev issuer")?;
-            builder = builder
-                .issuer(issuer.issuer_url())
-                .audience(
-                    args.audience
-                        .clone()
-                        .unwrap_or_else(|| "https://api.example".into()),
-                )
-                .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec());
-            Some((issuer, signer))
-        }
+    let Some(issuer) = &args.issuer else {
+        let signer = dev_signing_key(dev_dir)?;
+        let issuer = context(TestIssuer::start(&[&signer]).await, "dev issuer")?;
+        let builder = builder
+            .issuer(issuer.issuer_url())
+            .audience(audience(args))
+            .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec());
+        return Ok((builder, Some((issuer, signer))));
     };
-    let auth = context(builder.build().await, "token validation setup")?;
-
-    let listener = context(
-        TlsListener::bind(args.listen, tls).await,
-        format!("--listen {}", args.listen),
-    )?;
-    let addr = listener.local_addr();
-    println!("listening on https://{addr} — client certificates: {mode}");
-    if let (Some(pki), Some((issuer, signer))) = (&pki, &dev_issuer) {
-        let audience = args
-            .audience
-            .clone()
-            .unwrap_or_else(|| "https://api.example".into());
-        print_walkthrough(pki, issuer.issuer_url(), &audience, signer, addr.port())?;
+    builder = builder.issuer(issuer.clone()).audience(audience(args));
+    if let Some(uri) = &args.jwks_uri {
+        builder = builder.jwks_uri(uri.clone());
     }
+    if let Some(path) = &args.jwks_file {
+        let keys = context(
+            StaticJwks::from_file(path),
+            format!("--jwks-file {}", path.display()),
+        )?;
+        builder = builder.key_source(keys);
+    }
+    Ok((builder, None))
+}
 
-    let app = support::routes(auth);
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<PeerCertificate>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
-    context(served, "server")?;
-    Ok(())
+/// `--client-cert-header` + `--trusted-proxy`: where the client certificate comes from behind a proxy.
+fn proxy_mode(args: &Args) -> Result<Option<ForwardedCertificates>, Fatal> {
+    let Some(spec) = &args.client_cert_header else {
+        if args.plain_http {
+            return Err(Fatal(
+                "--plain-http needs --client-cert-header (the proxy forwards the certificate)"
+                    .into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let format = ForwardedFormat::parse_spec(spec)
+        .map_err(|e| Fatal(format!("--client-cert-header {spec}: {e}")))?;
+    if args.trusted_proxy.is_empty() {
+        return Err(Fatal(
+            "--client-cert-header needs at least one --trusted-proxy CIDR".into(),
+        ));
+    }
+    Ok(Some(ForwardedCertificates::new(
+        format,
+        args.trusted_proxy.clone(),
+    )))
 }
 
 /// The dev issuer's signing key, kept in the dev directory so restarts keep the same `kid`.
@@ -254,7 +337,21 @@ fn dev_signing_key(dir: &Path) -> Result<SigningKey, Fatal> {
     Ok(key)
 }
 
-/// Mints a token bound to client A, writes it next to the certificates, prints curl commands.
+/// Mints a token bound to client A and writes it next to the certificates.
+fn write_dev_token(
+    pki: &DevPki,
+    issuer: &str,
+    audience: &str,
+    signer: &SigningKey,
+) -> Result<PathBuf, Fatal> {
+    let client_a = ClientCertificate::from_der(pki.client_a.cert_der.to_vec());
+    let token = signer.sign(&bound_claims(issuer, audience, client_a.thumbprint()))?;
+    let token_path = pki.dir.join("token-a.jwt");
+    context(std::fs::write(&token_path, &token), token_path.display())?;
+    Ok(token_path)
+}
+
+/// Writes client A's token and prints curl commands that succeed and fail.
 fn print_walkthrough(
     pki: &DevPki,
     issuer: &str,
@@ -262,10 +359,8 @@ fn print_walkthrough(
     signer: &SigningKey,
     port: u16,
 ) -> Result<(), Fatal> {
+    write_dev_token(pki, issuer, audience, signer)?;
     let client_a = ClientCertificate::from_der(pki.client_a.cert_der.to_vec());
-    let token = signer.sign(&bound_claims(issuer, audience, client_a.thumbprint()))?;
-    let token_path = pki.dir.join("token-a.jwt");
-    context(std::fs::write(&token_path, &token), token_path.display())?;
     let d = pki.dir.display();
     let url = format!("https://localhost:{port}/api/hello");
     let bearer = format!("-H \"Authorization: Bearer $(cat {d}/token-a.jwt)\"");

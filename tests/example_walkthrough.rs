@@ -3,55 +3,19 @@
 //! clear error line and exit code 2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-/// `target/<profile>/examples/protected_api`, built by `cargo test` alongside the tests.
-fn example_binary() -> PathBuf {
-    let mut dir = std::env::current_exe().unwrap();
-    dir.pop(); // the test binary
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.join("examples")
-        .join(format!("protected_api{}", std::env::consts::EXE_SUFFIX))
-}
+use std::process::Command;
 
-struct Running(Child);
+use common::process::{example_binary, start_example, Running};
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the example on an ephemeral port; returns it and everything it printed up to the
-/// "Ctrl-C stops the server." line.
+/// Starts the example on an ephemeral port in dev mode; returns it and everything it printed up
+/// to the "Ctrl-C stops the server." line.
 fn start(dev_dir: &std::path::Path) -> (Running, Vec<String>) {
-    let mut child = Command::new(example_binary())
-        .args(["--listen", "127.0.0.1:0", "--dev-dir"])
-        .arg(dev_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run the protected_api example (built by cargo test)");
-    let stdout = child.stdout.take().unwrap();
-    let running = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut lines = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.unwrap();
-        let done = line.starts_with("Ctrl-C stops the server");
-        lines.push(line);
-        if done || Instant::now() > deadline {
-            break;
-        }
-    }
-    (running, lines)
+    let dir = dev_dir.to_str().unwrap();
+    start_example(&["--listen", "127.0.0.1:0", "--dev-dir", dir], |l| {
+        l.starts_with("Ctrl-C stops the server")
+    })
 }
 
 /// Runs one printed command with bash, as a user pasting it would.

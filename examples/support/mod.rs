@@ -55,3 +55,20 @@ pub fn https_client(
         .tls_backend_preconfigured(config)
         .build()?)
 }
+
+/// A plain-HTTP client whose connections come from `local` (e.g. 127.0.0.2, to play an
+/// untrusted peer). reqwest is built without a default crypto provider, so it gets an explicit
+/// (unused) rustls configuration.
+pub fn http_client_from(
+    local: std::net::IpAddr,
+) -> Result<reqwest::Client, Box<dyn std::error::Error>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .local_address(local)
+        .build()?)
+}

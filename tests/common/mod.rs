@@ -5,6 +5,8 @@
 #[path = "../../examples/support/mod.rs"]
 pub mod support;
 
+pub mod process;
+
 use certbound::tls::{server_config, ClientAuth, ListenerStats, PeerCertificate, TlsListener};
 use certbound::{CertBound, CertBoundBuilder};
 use certbound_core::{Algorithm, ClientCertificate, Thumbprint};

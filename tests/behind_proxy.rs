@@ -1,0 +1,284 @@
+//! Behind a real TLS-terminating proxy (nginx, HAProxy from Debian): the proxy does mutual TLS
+//! and forwards the client certificate in a header; the example API runs in proxy mode
+//! (`--plain-http --client-cert-header … --trusted-proxy 127.0.0.1/32`). Plus the spoofing case:
+//! the API reached directly from an untrusted address with a forged header.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use certbound_dev::DevPki;
+use common::process::{free_port, require_program, start_example, wait_for_port, Running};
+use common::{answer, support, Answer};
+
+/// The example API in proxy mode, with its dev material and client A's bound token.
+struct ProxiedApi {
+    _process: Running,
+    addr: SocketAddr,
+    pki: DevPki,
+    token: String,
+    dir: PathBuf,
+}
+
+impl ProxiedApi {
+    fn start(name: &str, header_spec: &str) -> ProxiedApi {
+        let dir =
+            std::env::temp_dir().join(format!("certbound-proxy-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (process, lines) = start_example(
+            &[
+                "--plain-http",
+                "--listen",
+                "127.0.0.1:0",
+                "--trusted-proxy",
+                "127.0.0.1/32",
+                "--client-cert-header",
+                header_spec,
+                "--dev-dir",
+                dir.to_str().unwrap(),
+            ],
+            |l| l.starts_with("token bound to client A"),
+        );
+        let listen = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("listening on http://"))
+            .unwrap_or_else(|| panic!("{lines:?}"));
+        let addr: SocketAddr = listen.split_whitespace().next().unwrap().parse().unwrap();
+        let token = std::fs::read_to_string(dir.join("token-a.jwt")).unwrap();
+        let (pki, created) = DevPki::load_or_create(&dir).unwrap();
+        assert!(!created);
+        ProxiedApi {
+            _process: process,
+            addr,
+            pki,
+            token,
+            dir,
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_str().unwrap().to_owned()
+    }
+
+    /// The three outcomes of the issue, through the proxy at `proxy_port`.
+    async fn check_three_outcomes(&self, proxy_port: u16) {
+        let url = format!("https://localhost:{proxy_port}/api/hello");
+        let get = |identity| {
+            let client = support::https_client(&self.pki.ca.cert_pem, identity).unwrap();
+            let req = client.get(&url).bearer_auth(&self.token);
+            async move { answer(req.send().await.unwrap()).await }
+        };
+        let a = get(Some(&self.pki.client_a)).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        assert_eq!(
+            a.json()["thumbprint"],
+            common::thumbprint(&self.pki.client_a).to_string()
+        );
+        assert_invalid_token(
+            &get(Some(&self.pki.client_b)).await,
+            "different client certificate",
+        );
+        assert_invalid_token(&get(None).await, "no client certificate");
+    }
+}
+
+fn assert_invalid_token(a: &Answer, description: &str) {
+    assert_eq!(a.status, 401, "{a:?}");
+    let c = a.challenge.as_deref().unwrap();
+    assert!(
+        c.contains("error=\"invalid_token\"") && c.contains(description),
+        "{c}"
+    );
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, contents).unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_forwards_the_escaped_pem() {
+    let nginx = require_program("nginx", "nginx");
+    let api = ProxiedApi::start("nginx", "nginx:X-SSL-Client-Cert");
+    let port = free_port();
+    let prefix = api.dir.join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    // The snippet from the README: nginx terminates mTLS without checking the chain (the token
+    // binding decides) and forwards the URL-escaped PEM; proxy_set_header replaces any copy the
+    // client sent, and an empty value (no certificate) drops the header.
+    let conf = format!(
+        r#"
+daemon off;
+worker_processes 1;
+error_log {prefix}/error.log warn;
+pid {prefix}/nginx.pid;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  fastcgi_temp_path {prefix}/fastcgi;
+  uwsgi_temp_path {prefix}/uwsgi;
+  scgi_temp_path {prefix}/scgi;
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_verify_client optional_no_ca;
+    location / {{
+      proxy_pass http://{api};
+      proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
+    }}
+  }}
+}}
+"#,
+        prefix = prefix.display(),
+        cert = api.path("server.pem"),
+        key = api.path("server.key"),
+        api = api.addr,
+    );
+    let conf_path = write(&prefix, "nginx.conf", &conf);
+    let _nginx = Running(
+        Command::new(nginx)
+            .args(["-p", prefix.to_str().unwrap(), "-c", &conf_path])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(([127, 0, 0, 1], port).into());
+    api.check_three_outcomes(port).await;
+
+    // A client forging the header behind nginx: nginx replaces it with the real certificate's
+    // (client B), or drops it when there is none.
+    let forged = urlencode_all(&api.pki.client_a.cert_pem);
+    for identity in [Some(&api.pki.client_b), None] {
+        let client = support::https_client(&api.pki.ca.cert_pem, identity).unwrap();
+        let resp = client
+            .get(format!("https://localhost:{port}/api/hello"))
+            .bearer_auth(&api.token)
+            .header("X-SSL-Client-Cert", &forged)
+            .send()
+            .await
+            .unwrap();
+        let a = answer(resp).await;
+        assert_eq!(a.status, 401, "{a:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn haproxy_forwards_base64_der() {
+    let haproxy = require_program("haproxy", "haproxy");
+    let api = ProxiedApi::start("haproxy", "base64-der:X-SSL-Client-Cert");
+    let port = free_port();
+    let dir = api.dir.join("haproxy");
+    std::fs::create_dir_all(&dir).unwrap();
+    let combined = write(
+        &dir,
+        "server-combined.pem",
+        &format!("{}{}", api.pki.server.cert_pem, api.pki.server.key_pem),
+    );
+    // The README snippet: request a client certificate without failing the handshake on chain
+    // errors (self-signed clients), delete any client-sent copy, set it only when a certificate
+    // was used.
+    let conf = format!(
+        r#"
+global
+  maxconn 256
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend tls
+  bind 127.0.0.1:{port} ssl crt {combined} verify optional ca-file {ca} ca-ignore-err all crt-ignore-err all alpn http/1.1
+  http-request del-header X-SSL-Client-Cert
+  http-request set-header X-SSL-Client-Cert %[ssl_c_der,base64] if {{ ssl_c_used }}
+  default_backend api
+backend api
+  server api {api}
+"#,
+        ca = api.path("ca.pem"),
+        api = api.addr,
+    );
+    let conf_path = write(&dir, "haproxy.cfg", &conf);
+    let _haproxy = Running(
+        Command::new(haproxy)
+            .args(["-db", "-f", &conf_path])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(([127, 0, 0, 1], port).into());
+    api.check_three_outcomes(port).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_header_from_an_untrusted_peer_is_refused() {
+    let api = ProxiedApi::start("spoof", "base64-der:X-SSL-Client-Cert");
+    let forged = base64::engine::general_purpose::STANDARD.encode(&api.pki.client_a.cert_der);
+    let url = format!("http://{}/api/hello", api.addr);
+    // Only 127.0.0.1/32 is trusted; this client connects from 127.0.0.2 with client A's
+    // certificate in the header and client A's token — everything right but the peer.
+    let untrusted = support::http_client_from([127, 0, 0, 2].into()).unwrap();
+    let a = answer(
+        untrusted
+            .get(&url)
+            .bearer_auth(&api.token)
+            .header("X-SSL-Client-Cert", &forged)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 400, "{a:?}");
+    let c = a.challenge.unwrap();
+    assert!(
+        c.contains("error=\"invalid_request\"") && c.contains("untrusted peer"),
+        "{c}"
+    );
+
+    // The same request from the trusted address is what a proxy would send: accepted.
+    let trusted = support::http_client_from([127, 0, 0, 1].into()).unwrap();
+    let a = answer(
+        trusted
+            .get(&url)
+            .bearer_auth(&api.token)
+            .header("X-SSL-Client-Cert", &forged)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    // From the untrusted address without the header: no certificate, so the bound token fails.
+    let a = answer(
+        untrusted
+            .get(&url)
+            .bearer_auth(&api.token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 401, "{a:?}");
+}
+
+/// `$ssl_client_escaped_cert`-style escaping, for forging the header.
+fn urlencode_all(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -20,7 +20,7 @@ pub const AUDIENCE: &str = "https://api.example";
 pub struct Api {
     pub url: String,
     pub pki: DevPki,
-    pub issuer: TestIssuer,
+    pub issuer: Option<TestIssuer>,
     pub signer: SigningKey,
     pub stats: ListenerStats,
 }
@@ -76,14 +76,29 @@ impl Api {
         alg: Algorithm,
         configure: impl FnOnce(CertBoundBuilder) -> CertBoundBuilder,
     ) -> Api {
-        let pki = DevPki::generate(std::env::temp_dir()).unwrap();
         let signer = SigningKey::generate("k1", alg).unwrap();
         let issuer = TestIssuer::start(&[&signer]).await.unwrap();
-        let builder = CertBound::builder()
-            .issuer(issuer.issuer_url())
-            .audience(AUDIENCE)
-            .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec());
-        let auth = configure(builder).build().await.unwrap();
+        let (url, ca) = (issuer.issuer_url().to_owned(), issuer.ca_pem().to_owned());
+        let mut api = Self::start_custom(mode, |b| {
+            configure(b.issuer(url).jwks_root_certificates_pem(ca))
+        })
+        .await;
+        api.issuer = Some(issuer);
+        api.signer = signer;
+        api
+    }
+
+    /// The API with a layer configured entirely by `configure` (issuer included); `issuer` and
+    /// `signer` are placeholders the caller may replace.
+    pub async fn start_custom(
+        mode: Mode,
+        configure: impl FnOnce(CertBoundBuilder) -> CertBoundBuilder,
+    ) -> Api {
+        let pki = DevPki::generate(std::env::temp_dir()).unwrap();
+        let auth = configure(CertBound::builder().audience(AUDIENCE))
+            .build()
+            .await
+            .unwrap();
         let client_auth = match mode {
             Mode::SelfSigned => ClientAuth::self_signed(),
             Mode::Ca => {
@@ -103,10 +118,11 @@ impl Api {
         let url = format!("https://localhost:{}", listener.local_addr().port());
         let app = support::routes(auth).into_make_service_with_connect_info::<PeerCertificate>();
         tokio::spawn(async move { axum::serve(listener, app).await });
+        let signer = SigningKey::generate("unused", Algorithm::ES256).unwrap();
         Api {
             url,
             pki,
-            issuer,
+            issuer: None,
             signer,
             stats,
         }
@@ -114,7 +130,8 @@ impl Api {
 
     /// Standard claims for a token bound to `cert`.
     pub fn claims_for(&self, cert: &CertAndKey) -> Value {
-        bound_claims(self.issuer.issuer_url(), AUDIENCE, &thumbprint(cert))
+        let issuer = self.issuer.as_ref().expect("started with an issuer");
+        bound_claims(issuer.issuer_url(), AUDIENCE, &thumbprint(cert))
     }
 
     /// A valid token bound to `cert`.

@@ -62,11 +62,20 @@ pub trait KeySource: Send + Sync + std::fmt::Debug + 'static {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>>;
+
+    /// The issuer's discovery metadata, when this source found its keys by discovery.
+    fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
+        None
+    }
 }
 
 impl<T: KeySource + ?Sized> KeySource for Arc<T> {
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
         (**self).lookup(kid, alg)
+    }
+
+    fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
+        (**self).issuer_metadata()
     }
 
     fn refresh(
@@ -81,6 +90,10 @@ impl<T: KeySource + ?Sized> KeySource for Arc<T> {
 impl<T: KeySource + ?Sized> KeySource for Box<T> {
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
         (**self).lookup(kid, alg)
+    }
+
+    fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
+        (**self).issuer_metadata()
     }
 
     fn refresh(

@@ -303,6 +303,18 @@ impl CertBoundBuilder {
                 policy = policy.add_audience(aud.clone());
             }
             let keys = self.key_source_for(spec).await?;
+            if let Some(metadata) = keys.issuer_metadata() {
+                if self.binding == BindingPolicy::Required
+                    && !metadata.tls_client_certificate_bound_access_tokens()
+                {
+                    tracing::warn!(
+                        issuer = %spec.issuer,
+                        metadata_url = %metadata.metadata_url(),
+                        "binding is required but the issuer's metadata does not advertise \
+                         tls_client_certificate_bound_access_tokens: its tokens may carry no cnf and will be refused as unbound_token"
+                    );
+                }
+            }
             issuers.push(IssuerEntry { policy, keys });
         }
         Ok(CertBoundLayer {

@@ -274,6 +274,10 @@ impl KeySource for RemoteJwks {
         let kid = kid.map(str::to_owned);
         async move { self.inner.refresh(kid.as_deref(), alg).await }.boxed()
     }
+
+    fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
+        self.metadata()
+    }
 }
 
 impl Inner {

@@ -201,6 +201,9 @@ async fn a_rotated_out_key_stops_validating_even_for_cached_tokens() {
     }
 }
 
+/// A token, the certificate it arrives with, a clock offset, and the expected decision.
+type Case = (String, Option<Thumbprint>, u64, Result<(), Rejection>);
+
 #[tokio::test]
 async fn the_cache_never_turns_a_rejection_into_an_acceptance() {
     let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
@@ -215,7 +218,7 @@ async fn the_cache_never_turns_a_rejection_into_an_acceptance() {
     };
     let valid = claims(&|_| {});
     // (token, presented certificate, time offset, expected result)
-    let cases: Vec<(String, Option<Thumbprint>, u64, Result<(), Rejection>)> = vec![
+    let cases: Vec<Case> = vec![
         (valid.clone(), Some(tp(1)), 0, Ok(())),
         (
             valid.clone(),

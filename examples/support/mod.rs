@@ -10,11 +10,20 @@ use certbound_dev::CertAndKey;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
 
-/// `GET /health` (no auth) and `GET /api/hello` (protected by `auth`).
+/// `GET /health` (no auth), `GET /.well-known/oauth-protected-resource` (RFC 9728 metadata),
+/// `GET /api/hello` (any token bound to the caller) and `GET /api/admin` (also needs scope
+/// `admin`).
 pub fn routes(auth: CertBoundLayer) -> Router {
-    let protected = Router::new().route("/api/hello", get(hello)).layer(auth);
+    let protected = Router::new()
+        .route("/api/hello", get(hello))
+        .route(
+            "/api/admin",
+            get(hello).route_layer(auth.require_scope("admin")),
+        )
+        .layer(auth.clone());
     Router::new()
         .route("/health", get(|| async { "ok" }))
+        .merge(auth.resource_metadata().router())
         .merge(protected)
 }
 

@@ -170,7 +170,13 @@ impl Rejection {
 
     /// The challenge string, `Bearer realm="…"[, error="…", error_description="…"]`.
     pub fn challenge(&self, realm: &str) -> String {
-        let mut out = String::with_capacity(96);
+        self.challenge_with(realm, &[])
+    }
+
+    /// The challenge with extra auth-params appended, e.g. `scope` for `insufficient_scope`
+    /// (RFC 6750 §3) or `resource_metadata` (RFC 9728 §5.1). Values are quoted and escaped.
+    pub fn challenge_with(&self, realm: &str, params: &[(&str, &str)]) -> String {
+        let mut out = String::with_capacity(128);
         out.push_str("Bearer realm=");
         push_quoted(&mut out, realm);
         if let Some(error) = self.class().error_code() {
@@ -178,6 +184,12 @@ impl Rejection {
             out.push_str(error);
             out.push_str("\", error_description=");
             push_quoted(&mut out, &self.description());
+        }
+        for (name, value) in params {
+            out.push_str(", ");
+            out.push_str(name);
+            out.push('=');
+            push_quoted(&mut out, value);
         }
         out
     }
@@ -244,6 +256,24 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.www_authenticate("r"), None);
         assert_eq!(r.retry_after_secs(), Some(5));
+    }
+
+    #[test]
+    fn extra_params() {
+        assert_eq!(
+            Rejection::InsufficientScope.challenge_with("r", &[("scope", "read write")]),
+            r#"Bearer realm="r", error="insufficient_scope", error_description="token lacks the required scope", scope="read write""#
+        );
+        assert_eq!(
+            Rejection::MissingToken.challenge_with(
+                "r",
+                &[(
+                    "resource_metadata",
+                    "https://a/.well-known/oauth-protected-resource"
+                )]
+            ),
+            r#"Bearer realm="r", resource_metadata="https://a/.well-known/oauth-protected-resource""#
+        );
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub use remote::{
 };
 pub use static_jwks::{StaticJwks, StaticJwksError};
 
+/// Counter (via the `metrics` facade), label `outcome` (`ok` or the failure kind): JWKS fetches.
+pub const JWKS_FETCHES_METRIC: &str = "certbound_jwks_fetches_total";
+
 /// Where verification keys come from. The layer calls [`lookup`](Self::lookup) on every request
 /// and [`refresh`](Self::refresh) only when `lookup` said [`Rejection::UnknownKey`].
 pub trait KeySource: Send + Sync + std::fmt::Debug + 'static {

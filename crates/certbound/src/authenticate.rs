@@ -44,6 +44,10 @@ pub(crate) struct Authenticator {
     pub(crate) forwarded: Option<ForwardedCertificates>,
     /// Verified tokens, unless switched off.
     pub(crate) cache: Option<TokenCache>,
+    /// RFC 9728 metadata of this resource.
+    pub(crate) metadata: crate::metadata::ResourceMetadata,
+    /// Whether challenges carry `resource_metadata` (RFC 9728 §5.1).
+    pub(crate) advertise_metadata: bool,
 }
 
 impl fmt::Debug for Authenticator {
@@ -82,6 +86,22 @@ enum Step {
 }
 
 impl Authenticator {
+    /// The RFC 6750 response for `rejection`, with `extra` auth-params and, when enabled, the
+    /// RFC 9728 `resource_metadata` parameter.
+    pub(crate) fn respond_with<B: Default>(
+        &self,
+        rejection: &Rejection,
+        extra: &[(&str, &str)],
+    ) -> http::Response<B> {
+        if !self.advertise_metadata {
+            return crate::response::rejection_response_with(rejection, &self.realm, extra);
+        }
+        let url = self.metadata.well_known_url();
+        let mut params: Vec<(&str, &str)> = extra.to_vec();
+        params.push(("resource_metadata", &url));
+        crate::response::rejection_response_with(rejection, &self.realm, &params)
+    }
+
     /// The thumbprint of the certificate the client presented: from the TLS connection, or —
     /// when configured — from a trusted proxy's header. A forwarded header from an untrusted
     /// peer is refused and logged with the peer address.

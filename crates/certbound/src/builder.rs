@@ -60,6 +60,10 @@ pub enum BuildError {
     },
 }
 
+fn realm_default(audiences: &[String]) -> String {
+    audiences.first().cloned().unwrap_or_default()
+}
+
 /// Where an issuer's keys come from.
 #[derive(Clone)]
 enum KeySpec {
@@ -130,6 +134,9 @@ pub struct CertBoundBuilder {
     clock: Clock,
     forwarded: Option<ForwardedCertificates>,
     cache: Option<TokenCacheConfig>,
+    resource: Option<String>,
+    scopes_supported: Vec<String>,
+    advertise_metadata: bool,
 }
 
 impl std::fmt::Debug for CertBoundBuilder {
@@ -158,6 +165,9 @@ impl Default for CertBoundBuilder {
             clock: system_clock(),
             forwarded: None,
             cache: Some(TokenCacheConfig::default()),
+            resource: None,
+            scopes_supported: Vec::new(),
+            advertise_metadata: false,
         }
     }
 }
@@ -259,6 +269,28 @@ impl CertBoundBuilder {
         self
     }
 
+    /// This resource's identifier for RFC 9728 metadata (default: the first audience).
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resource = Some(resource.into());
+        self
+    }
+
+    /// Scopes listed as `scopes_supported` in the RFC 9728 metadata.
+    pub fn scopes_supported<I: IntoIterator<Item = S>, S: Into<String>>(
+        mut self,
+        scopes: I,
+    ) -> Self {
+        self.scopes_supported = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Add `resource_metadata="…/.well-known/oauth-protected-resource…"` to every challenge
+    /// (RFC 9728 §5.1), so clients can discover the authorization servers from a 401.
+    pub fn advertise_resource_metadata(mut self) -> Self {
+        self.advertise_metadata = true;
+        self
+    }
+
     /// Replace the clock (seconds since the Unix epoch); for tests.
     pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock = Arc::new(clock);
@@ -317,8 +349,19 @@ impl CertBoundBuilder {
             }
             issuers.push(IssuerEntry { policy, keys });
         }
+        let mut metadata = crate::metadata::ResourceMetadata::new(
+            self.resource
+                .clone()
+                .unwrap_or_else(|| realm_default(&main_audiences)),
+        )
+        .scopes_supported(self.scopes_supported.iter().cloned());
+        for entry in &issuers {
+            metadata = metadata.authorization_server(entry.policy.issuer());
+        }
         Ok(CertBoundLayer {
             auth: Arc::new(Authenticator {
+                metadata,
+                advertise_metadata: self.advertise_metadata,
                 issuers,
                 binding: self.binding,
                 realm,

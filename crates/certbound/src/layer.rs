@@ -38,7 +38,6 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::authenticate::{Authenticator, Decision};
-use crate::response::rejection_response;
 use crate::VerifiedToken;
 
 /// The layer. Cheap to clone; every clone shares one configuration and key cache.
@@ -75,6 +74,29 @@ impl CertBoundLayer {
             Decision::Reject(rejection) => Err(rejection),
             Decision::Refresh(pending) => pending.await,
         }
+    }
+
+    /// Requires `scope` on the routes this wraps (use with `route_layer`, inside this layer):
+    /// 403 `insufficient_scope` with `scope="…"` otherwise.
+    pub fn require_scope(&self, scope: impl Into<String>) -> crate::scope::RequireScopeLayer {
+        crate::scope::RequireScopeLayer::new(vec![scope.into()], Arc::clone(&self.auth))
+    }
+
+    /// Requires every one of `scopes`.
+    pub fn require_scopes<I: IntoIterator<Item = S>, S: Into<String>>(
+        &self,
+        scopes: I,
+    ) -> crate::scope::RequireScopeLayer {
+        crate::scope::RequireScopeLayer::new(
+            scopes.into_iter().map(Into::into).collect(),
+            Arc::clone(&self.auth),
+        )
+    }
+
+    /// This resource's RFC 9728 metadata (serve it with
+    /// [`ResourceMetadata::router`](crate::metadata::ResourceMetadata::router)).
+    pub fn resource_metadata(&self) -> &crate::metadata::ResourceMetadata {
+        &self.auth.metadata
     }
 
     /// How full the verified-token cache is (`None` when it is switched off).
@@ -154,6 +176,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let span = tracing::debug_span!(
+            "certbound",
+            outcome = tracing::field::Empty,
+            reason = tracing::field::Empty,
+            issuer = tracing::field::Empty,
+            kid = tracing::field::Empty,
+            client_cert = tracing::field::Empty,
+        );
         let (peer, tls_thumbprint) = connection(req.extensions());
         let presented = match self
             .auth
@@ -161,27 +191,33 @@ where
         {
             Ok(presented) => presented,
             Err(rejection) => {
+                record_rejection(&span, &rejection, None);
+                let response = self.auth.respond_with(&rejection, &[]);
                 return ResponseFuture {
+                    span,
                     state: State::Rejected {
-                        response: Some(rejection_response(&rejection, &self.auth.realm)),
+                        response: Some(response),
                     },
-                }
+                };
             }
         };
         match self.auth.decide(req.headers(), presented) {
             Decision::Accept(token) => {
+                record_acceptance(&span, &token);
                 req.extensions_mut().insert(token);
+                let future = span.in_scope(|| self.inner.call(req));
                 ResponseFuture {
-                    state: State::Inner {
-                        future: self.inner.call(req),
-                    },
+                    span,
+                    state: State::Inner { future },
                 }
             }
             Decision::Reject(rejection) => {
-                log_rejection(&rejection, presented.as_ref());
+                record_rejection(&span, &rejection, presented.as_ref());
+                let response = self.auth.respond_with(&rejection, &[]);
                 ResponseFuture {
+                    span,
                     state: State::Rejected {
-                        response: Some(rejection_response(&rejection, &self.auth.realm)),
+                        response: Some(response),
                     },
                 }
             }
@@ -190,6 +226,7 @@ where
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
                 ResponseFuture {
+                    span,
                     state: State::Authenticating {
                         pending,
                         service: Some(service),
@@ -203,16 +240,41 @@ where
     }
 }
 
-fn log_rejection(rejection: &Rejection, presented: Option<&Thumbprint>) {
-    tracing::debug!(
-        reason = rejection.code(),
-        status = rejection.status().as_u16(),
-        client_cert = presented
-            .map(Thumbprint::short)
-            .as_deref()
-            .unwrap_or("none"),
-        "certbound rejected request"
-    );
+/// Metric names (via the `metrics` facade; install any recorder/exporter to collect them).
+pub mod metric_names {
+    /// Counter: requests accepted by the layer.
+    pub const ACCEPTED: &str = "certbound_requests_accepted_total";
+    /// Counter, label `reason` (a [`Rejection::code`](certbound_core::Rejection::code)): requests refused.
+    pub const REJECTED: &str = "certbound_requests_rejected_total";
+}
+
+fn record_acceptance(span: &tracing::Span, token: &VerifiedToken) {
+    metrics::counter!(metric_names::ACCEPTED).increment(1);
+    if !span.is_disabled() {
+        span.record("outcome", "accepted");
+        span.record("issuer", token.issuer());
+        span.record("kid", token.kid().unwrap_or("-"));
+        if let Some(tp) = token.presented_thumbprint() {
+            span.record("client_cert", tp.short().as_str());
+        }
+        tracing::debug!(parent: span, "certbound accepted request");
+    }
+}
+
+fn record_rejection(span: &tracing::Span, rejection: &Rejection, presented: Option<&Thumbprint>) {
+    metrics::counter!(metric_names::REJECTED, "reason" => rejection.code()).increment(1);
+    if !span.is_disabled() {
+        span.record("outcome", "rejected");
+        span.record("reason", rejection.code());
+        span.record(
+            "client_cert",
+            presented
+                .map(Thumbprint::short)
+                .as_deref()
+                .unwrap_or("none"),
+        );
+        tracing::debug!(parent: span, status = rejection.status().as_u16(), "certbound rejected request");
+    }
 }
 
 pin_project! {
@@ -221,6 +283,7 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
+        span: tracing::Span,
         #[pin]
         state: State<S, ReqBody>,
     }
@@ -253,6 +316,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => return future.poll(cx),
@@ -275,13 +339,14 @@ where
                     };
                     match outcome {
                         Ok(token) => {
+                            record_acceptance(this.span, &token);
                             request.extensions_mut().insert(token);
                             let future = service.call(request);
                             this.state.set(State::Inner { future });
                         }
                         Err(rejection) => {
-                            log_rejection(&rejection, presented.as_ref());
-                            let response = rejection_response(&rejection, &auth.realm);
+                            record_rejection(this.span, &rejection, presented.as_ref());
+                            let response = auth.respond_with(&rejection, &[]);
                             this.state.set(State::Rejected {
                                 response: Some(response),
                             });

@@ -46,7 +46,9 @@ pub mod cache;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod layer;
+pub mod metadata;
 pub mod response;
+pub mod scope;
 pub mod token;
 
 pub use authenticate::Clock;
@@ -57,7 +59,7 @@ pub use certbound_jwks::{KeySource, RemoteJwks, StaticJwks};
 #[cfg(feature = "axum")]
 pub use extract::TokenRejection;
 pub use layer::{CertBound, CertBoundLayer, ResponseFuture};
-pub use response::rejection_response;
+pub use response::{rejection_response, rejection_response_with};
 pub use token::{NoCustomClaims, VerifiedToken};
 
 /// The sans-IO core: thumbprints, bearer extraction, token policy, rejections.

@@ -8,12 +8,22 @@ use certbound_core::Rejection;
 /// Builds the response for `rejection`: its status, the `WWW-Authenticate` challenge for `realm`,
 /// `Retry-After` for 503, `Cache-Control: no-store`, and an empty body.
 pub fn rejection_response<B: Default>(rejection: &Rejection, realm: &str) -> Response<B> {
+    rejection_response_with(rejection, realm, &[])
+}
+
+/// Like [`rejection_response`], with extra challenge auth-params (e.g. `scope`,
+/// `resource_metadata`).
+pub fn rejection_response_with<B: Default>(
+    rejection: &Rejection,
+    realm: &str,
+    params: &[(&str, &str)],
+) -> Response<B> {
     let mut response = Response::new(B::default());
     *response.status_mut() = rejection.status();
     let headers = response.headers_mut();
-    if let Some(challenge) = rejection.www_authenticate(realm) {
-        // The challenge is built from printable ASCII only (see `Rejection::challenge`).
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
+    if rejection.status() != http::StatusCode::SERVICE_UNAVAILABLE {
+        // The challenge is built from printable ASCII only (see `Rejection::challenge_with`).
+        if let Ok(value) = HeaderValue::from_str(&rejection.challenge_with(realm, params)) {
             headers.insert(WWW_AUTHENTICATE, value);
         }
     }

@@ -380,6 +380,7 @@ impl Inner {
                 state.failures = 0;
                 state.next_due = self.policy.refresh_at(now, ttl);
                 self.fetches_ok.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::JWKS_FETCHES_METRIC, "outcome" => "ok").increment(1);
                 self.consecutive_failures.store(0, Ordering::Relaxed);
                 tracing::info!(
                     url = %url,
@@ -399,6 +400,8 @@ impl Inner {
                 let retry_in = self.policy.backoff(state.failures);
                 state.next_due = now + retry_in;
                 self.fetches_failed.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::JWKS_FETCHES_METRIC, "outcome" => error.kind())
+                    .increment(1);
                 self.consecutive_failures
                     .store(state.failures, Ordering::Relaxed);
                 let serving = match self.current.load().as_deref() {

@@ -1,0 +1,159 @@
+//! The whole certbound layer, in-process: a ready tower service (`CertBoundLayer` over a trivial
+//! `service_fn`) called with a prepared `http::Request` that carries `Authorization: Bearer …`
+//! and the connection's `PeerCertificate` extension, as `TlsListener` would attach it.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench -p certbound --bench layer
+//! ```
+//!
+//! * `layer/baseline_inner` — the bare inner service with the same request (what the layer adds
+//!   to is measured against this).
+//! * `layer/hit` — the verified-token cache holds the token (the steady state of a client that
+//!   reuses its token): bearer extraction, cache lookup, key-still-current check, `exp`/`nbf`
+//!   re-check, constant-time binding check, `VerifiedToken` extension. Target: hit − baseline ≤ 2 µs.
+//! * `layer/miss/<ALG>` — `.no_token_cache()`: every request verifies the signature and claims.
+//!
+//! Requests are built outside the timed section (`iter_batched`), so only `poll_ready` + `call` +
+//! polling the response future to completion is timed.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use certbound::tls::PeerCertificate;
+use certbound::{CertBound, CertBoundLayer, ClientCertificate, StaticJwks, VerifiedToken};
+use certbound_core::Algorithm;
+use certbound_dev::{bound_claims, jwks_document, DevCa, KeyKind, SigningKey};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::{header, HeaderValue, Request, Response};
+use tower::{service_fn, Layer, Service};
+
+const ISS: &str = "https://issuer.example/";
+const AUD: &str = "https://api.example";
+
+/// Polls a future that completes without waiting (everything here does).
+fn complete<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("the service did not complete synchronously"),
+    }
+}
+
+/// Polls `poll_ready` then calls; the response future is polled to completion.
+fn call<S>(service: &mut S, req: Request<()>) -> Response<String>
+where
+    S: Service<Request<()>, Response = Response<String>, Error = Infallible>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("service not ready"),
+    }
+    complete(service.call(req)).unwrap()
+}
+
+async fn inner(req: Request<()>) -> Result<Response<String>, Infallible> {
+    // Touch the extension the layer adds, as a handler would.
+    let who = req
+        .extensions()
+        .get::<VerifiedToken>()
+        .map_or(0, |t| t.sub().map_or(0, str::len));
+    black_box(who);
+    Ok(Response::new(String::new()))
+}
+
+struct Fixture {
+    token: HeaderValue,
+    peer: PeerCertificate,
+}
+
+impl Fixture {
+    fn request(&self) -> Request<()> {
+        Request::builder()
+            .uri("/api/hello")
+            .header(header::AUTHORIZATION, self.token.clone())
+            .extension(self.peer.clone())
+            .body(())
+            .unwrap()
+    }
+}
+
+fn fixture(alg: Algorithm) -> (Fixture, String) {
+    let signer = SigningKey::generate("k1", alg).unwrap();
+    let ca = DevCa::new("bench CA").unwrap();
+    let client = ca.client_cert("client-a", KeyKind::EcP256).unwrap();
+    let cert = ClientCertificate::from_der(client.cert_der.to_vec());
+    let token = signer
+        .sign(&bound_claims(ISS, AUD, cert.thumbprint()))
+        .unwrap();
+    let addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let fixture = Fixture {
+        token: HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        peer: PeerCertificate::new(addr, Some(cert)),
+    };
+    (fixture, jwks_document(&[&signer]).to_string())
+}
+
+fn layer(
+    runtime: &tokio::runtime::Runtime,
+    jwks: &str,
+    cached: bool,
+) -> CertBoundLayer {
+    runtime.block_on(async {
+        let mut builder = CertBound::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .key_source(StaticJwks::from_jwks(jwks).unwrap());
+        if !cached {
+            builder = builder.no_token_cache();
+        }
+        builder.build().await.unwrap()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("layer");
+
+    let (fx, jwks) = fixture(Algorithm::ES256);
+
+    let mut bare = service_fn(inner);
+    assert_eq!(call(&mut bare, fx.request()).status(), 200);
+    group.bench_function("baseline_inner", |b| {
+        b.iter_batched(|| fx.request(), |req| call(&mut bare, req), BatchSize::SmallInput)
+    });
+
+    let hit_layer = layer(&runtime, &jwks, true);
+    let mut hit = hit_layer.layer(service_fn(inner));
+    // The first call verifies and fills the cache; every timed call is a hit.
+    assert_eq!(call(&mut hit, fx.request()).status(), 200);
+    assert_eq!(hit_layer.token_cache_stats().unwrap().entries, 1);
+    group.bench_function("hit", |b| {
+        b.iter_batched(|| fx.request(), |req| call(&mut hit, req), BatchSize::SmallInput)
+    });
+
+    for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
+        let (fx, jwks) = fixture(alg);
+        let miss_layer = layer(&runtime, &jwks, false);
+        let mut miss = miss_layer.layer(service_fn(inner));
+        assert_eq!(call(&mut miss, fx.request()).status(), 200);
+        assert!(miss_layer.token_cache_stats().is_none());
+        group.bench_function(format!("miss/{alg:?}"), |b| {
+            b.iter_batched(|| fx.request(), |req| call(&mut miss, req), BatchSize::SmallInput)
+        });
+    }
+    group.finish();
+    let _: Option<CertBound<()>> = None;
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

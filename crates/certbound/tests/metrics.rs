@@ -1,0 +1,101 @@
+//! The layer's counters, read through a real `metrics` recorder.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+
+use certbound::tls::PeerCertificate;
+use certbound::{CertBound, ClientCertificate, StaticJwks};
+use certbound_core::Algorithm;
+use certbound_dev::{bound_claims, jwks_document, SigningKey};
+use http::{Request, Response};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::MetricKind;
+use tower::{service_fn, Layer, ServiceExt};
+
+#[tokio::test(flavor = "current_thread")]
+async fn accepted_and_rejected_requests_are_counted_by_reason() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+    let layer = CertBound::builder()
+        .issuer("https://issuer.example/")
+        .audience("https://api.example")
+        .key_source(StaticJwks::from_jwks(jwks_document(&[&key]).to_string()).unwrap())
+        .build()
+        .await
+        .unwrap();
+    let service = layer.layer(service_fn(|_req: Request<String>| async {
+        Ok::<_, Infallible>(Response::new(String::new()))
+    }));
+    let cert_a = ClientCertificate::from_der(b"client a".to_vec());
+    let cert_b = ClientCertificate::from_der(b"client b".to_vec());
+    let token = key
+        .sign(&bound_claims(
+            "https://issuer.example/",
+            "https://api.example",
+            cert_a.thumbprint(),
+        ))
+        .unwrap();
+    let request = |cert: &ClientCertificate| {
+        let mut req = Request::builder()
+            .header("authorization", format!("Bearer {token}"))
+            .body(String::new())
+            .unwrap();
+        let peer = PeerCertificate::new("127.0.0.1:1".parse().unwrap(), Some(cert.clone()));
+        req.extensions_mut().insert(peer);
+        req
+    };
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(request(&cert_a))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(request(&cert_a))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(request(&cert_b))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    // One snapshot: reading it resets the debugging recorder's values.
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |name: &str, label: Option<(&str, &str)>| -> u64 {
+        snapshot
+            .iter()
+            .filter(|(key, ..)| key.kind() == MetricKind::Counter && key.key().name() == name)
+            .filter(|(key, ..)| {
+                label
+                    .is_none_or(|(k, v)| key.key().labels().any(|l| l.key() == k && l.value() == v))
+            })
+            .map(|(.., value)| {
+                if let DebugValue::Counter(n) = value {
+                    *n
+                } else {
+                    0
+                }
+            })
+            .sum()
+    };
+    use certbound::layer::metric_names::{ACCEPTED, REJECTED};
+    assert_eq!(counter(ACCEPTED, None), 2);
+    assert_eq!(counter(REJECTED, Some(("reason", "binding_mismatch"))), 1);
+    assert_eq!(counter(REJECTED, None), 1);
+}

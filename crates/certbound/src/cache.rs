@@ -10,6 +10,21 @@
 //! The cache is keyed by the whole token: lookups hash it with a per-process random seed and a
 //! hit is confirmed by comparing every byte, so two tokens can never share an entry. It is
 //! bounded both in entries and in bytes.
+//!
+//! ```
+//! use certbound::{CertBound, TokenCacheConfig};
+//! # async fn doc(keys: certbound::StaticJwks) -> Result<(), certbound::BuildError> {
+//! let auth = CertBound::builder()
+//!     .issuer("https://auth.example.com/")
+//!     .audience("https://api.example.com")
+//!     .key_source(keys)
+//!     .token_cache(TokenCacheConfig { max_entries: 50_000, max_bytes: 64 * 1024 * 1024 })
+//!     .build()
+//!     .await?;
+//! let stats = auth.token_cache_stats().expect("the cache is on");
+//! assert_eq!(stats.entries, 0);
+//! # Ok(()) }
+//! ```
 
 use std::sync::Arc;
 

@@ -1,4 +1,16 @@
 //! Turning a [`Rejection`] into an HTTP response (RFC 6750 §3).
+//!
+//! ```
+//! use certbound::{rejection_response, Rejection};
+//!
+//! let response: http::Response<String> = rejection_response(&Rejection::Expired, "api");
+//! assert_eq!(response.status(), 401);
+//! assert_eq!(
+//!     response.headers()["www-authenticate"],
+//!     r#"Bearer realm="api", error="invalid_token", error_description="token has expired""#
+//! );
+//! assert_eq!(response.headers()["cache-control"], "no-store");
+//! ```
 
 use http::header::{HeaderValue, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::Response;

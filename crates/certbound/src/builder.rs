@@ -251,7 +251,7 @@ impl CertBoundBuilder {
 
     /// Take the client certificate from a TLS-terminating proxy's header instead of the TLS
     /// connection — only from peers inside the trusted networks (see
-    /// [`ForwardedCertificates`](certbound_core::forwarded::ForwardedCertificates)).
+    /// [`ForwardedCertificates`]).
     pub fn forwarded_certificates(mut self, source: ForwardedCertificates) -> Self {
         self.forwarded = Some(source);
         self

@@ -14,6 +14,7 @@
 
 use std::error::Error;
 use std::io::Write;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use certbound::tls::{server_config, ClientAuth, PeerCertificate, TlsListener};
@@ -96,21 +97,29 @@ pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
     let identities = [Some(&pki.client_a), Some(&pki.client_b), None];
     for (label, identity) in PLAYERS.into_iter().zip(identities) {
         let channel = mtls_channel(&origin, &pki.ca.cert_pem, identity).await?;
-        let mut client = HealthClient::new(channel);
+        // Note the HTTP status under the gRPC call, to show what tonic made of it.
+        let http_status = Arc::new(AtomicU16::new(0));
+        let seen = Arc::clone(&http_status);
+        let service = tower::ServiceBuilder::new()
+            .map_response(move |response: http::Response<tonic::body::Body>| {
+                seen.store(response.status().as_u16(), Ordering::Relaxed);
+                response
+            })
+            .service(channel);
+        let mut client = HealthClient::new(service);
         let mut request = tonic::Request::new(HealthCheckRequest {
             service: String::new(),
         });
         request
             .metadata_mut()
             .insert("authorization", format!("Bearer {token}").parse()?);
-        let (http, code, detail) = match client.check(request).await {
+        let (code, detail) = match client.check(request).await {
             Ok(response) => {
                 let status = ServingStatus::try_from(response.into_inner().status)
                     .map_or("UNKNOWN", |s| s.as_str_name());
-                ("200".to_owned(), "Ok".to_owned(), status.to_owned())
+                ("Ok".to_owned(), status.to_owned())
             }
             Err(status) => (
-                http_status_of(&status),
                 format!("{:?}", status.code()),
                 status
                     .metadata()
@@ -122,21 +131,11 @@ pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
                     ),
             ),
         };
+        let http = http_status.load(Ordering::Relaxed);
         writeln!(out, "{label:<34} {http:>4}  {code:<15}  {detail}")?;
     }
     server.abort();
     Ok(())
-}
-
-/// The HTTP status behind a gRPC error: tonic names it in the message when it inferred the
-/// code from a non-gRPC answer (a 401 from the layer becomes `Unauthenticated`).
-fn http_status_of(status: &tonic::Status) -> String {
-    status
-        .message()
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|s| s.len() == 3)
-        .unwrap_or("-")
-        .to_owned()
 }
 
 /// A gRPC channel over HTTP/2 + mutual TLS: trusts `ca_pem`, presents `identity` (if any).

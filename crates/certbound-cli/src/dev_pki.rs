@@ -1,0 +1,56 @@
+//! `certbound dev-pki DIR`: the dev CA, server and client certificates — made by the same
+//! `certbound_dev::DevPki` code the example API uses.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use certbound_dev::{CertAndKey, DevPki};
+
+use crate::{certs, Fatal, Outcome};
+
+pub(crate) fn run(dir: &Path, force: bool) -> Outcome {
+    let fail =
+        |e: certbound_dev::DevError| Fatal::new(format!("dev PKI in {}: {e}", dir.display()));
+    let (pki, created) = if force {
+        let pki = DevPki::generate(dir).map_err(fail)?;
+        pki.save().map_err(fail)?;
+        (pki, true)
+    } else {
+        DevPki::load_or_create(dir).map_err(fail)?
+    };
+    if created {
+        println!("created a dev PKI in {}:", dir.display());
+    } else {
+        println!(
+            "reusing the dev PKI in {} (nothing written; --force makes a new one):",
+            dir.display()
+        );
+    }
+    let members: [(&str, &CertAndKey, &str); 5] = [
+        ("ca", &pki.ca, "trust anchor (its key is not kept)"),
+        ("server", &pki.server, "server: localhost, 127.0.0.1, ::1"),
+        ("client-a", &pki.client_a, "client A, issued by the dev CA"),
+        ("client-b", &pki.client_b, "client B, issued by the dev CA"),
+        (
+            "client-self-signed",
+            &pki.self_signed,
+            "a self-signed client",
+        ),
+    ];
+    for (name, member, what) in members {
+        let cert = certs::describe(0, &member.cert_der)
+            .map_err(|e| Fatal::new(format!("{name}.pem: {e}")))?;
+        let files = if name == "ca" {
+            format!("{name}.pem")
+        } else {
+            format!("{name}.pem/.key")
+        };
+        println!("  {files:28}  {} — {what}", cert.subject);
+        println!("  {:28}  x5t#S256 {}", "", cert.thumbprint);
+    }
+    println!(
+        "next: certbound thumbprint {}",
+        pki.cert_path("client-a").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

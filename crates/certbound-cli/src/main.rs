@@ -1,0 +1,100 @@
+//! `certbound` — the command-line companion of the certbound layer.
+//!
+//! ```text
+//! certbound thumbprint CERT…            x5t#S256, hex SHA-256 and subject of every certificate
+//! certbound inspect TOKEN|- [--cert …]  header, claims, binding, expiry — and, with keys, the
+//!                                       layer's own verdict (CertBoundLayer::verify)
+//! certbound dev-pki DIR                 the dev CA, server and client certificates the example uses
+//! ```
+//!
+//! Exit codes: 0 success (for `inspect`: the layer would accept the token), 1 the token would be
+//! refused or could not be fully checked, 2 a usage or input error (one line on stderr).
+#![forbid(unsafe_code)]
+
+mod certs;
+mod dev_pki;
+mod inspect;
+mod thumbprint;
+mod time;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Certificate-bound access tokens (RFC 8705): thumbprints, token inspection, a dev PKI.
+#[derive(Debug, Parser)]
+#[command(name = "certbound", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the x5t#S256 thumbprint, hex SHA-256 and subject of certificates (PEM or DER).
+    Thumbprint(thumbprint::Args),
+    /// Explain an access token: header, claims, binding, expiry, and the layer's verdict.
+    Inspect(inspect::Args),
+    /// Create (or reuse) the dev CA, server and client certificates in DIR.
+    #[command(name = "dev-pki")]
+    DevPki {
+        /// Directory for the certificates and keys (created if missing).
+        dir: PathBuf,
+        /// Generate a fresh set even if DIR already holds one (overwrites the files).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// A usage or input error: one line on stderr, exit code 2.
+#[derive(Debug)]
+pub(crate) struct Fatal(pub(crate) String);
+
+impl Fatal {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+/// `Ok(code)` is the command's outcome; `Err` is a usage or input error.
+pub(crate) type Outcome = Result<ExitCode, Fatal>;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: clap prints them on stdout and exits 0.
+            e.exit();
+        }
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cli.command {
+        Command::Thumbprint(args) => thumbprint::run(&args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::DevPki { dir, force } => dev_pki::run(&dir, force),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(Fatal(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Clap's multi-line error as one line: the message up to the usage block, whitespace collapsed,
+/// plus where to look for help.
+fn one_line(rendered: &str) -> String {
+    let message: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.starts_with("Usage:"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    format!("{message} (see certbound --help)")
+}

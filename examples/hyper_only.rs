@@ -17,11 +17,8 @@ use std::convert::Infallible;
 use std::error::Error;
 use std::io::Write;
 
-use certbound::tls::{server_config, ClientAuth, TlsListener};
-use certbound::{CertBound, CertBoundLayer, VerifiedToken};
-use certbound_core::{Algorithm, ClientCertificate};
-use certbound_dev::issuer::TestIssuer;
-use certbound_dev::{bound_claims, DevPki, SigningKey};
+use certbound::tls::TlsListener;
+use certbound::{CertBoundLayer, VerifiedToken};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -29,16 +26,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use reqwest::header::WWW_AUTHENTICATE;
+use support::DevStory;
 use tower_http::add_extension::AddExtensionLayer;
 
-const AUDIENCE: &str = "https://api.example";
-
 /// The labels of the three requests, in the order the table prints them.
-pub const PLAYERS: [&str; 3] = [
-    "client A's certificate + A's token",
-    "client B's certificate + A's token",
-    "no certificate + A's token",
-];
+pub use support::PLAYERS;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -88,39 +80,22 @@ async fn serve(mut listener: TlsListener, auth: CertBoundLayer) {
 /// Starts a dev issuer and the protected API, plays the three clients, and writes the table to
 /// `out`.
 pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
-    let pki = DevPki::generate(std::env::temp_dir())?; // kept in memory, nothing written
-
-    // The authorization server's side: a signing key, served as JWKS with discovery.
-    let signer = SigningKey::generate("hyper-key", Algorithm::ES256)?;
-    let issuer = TestIssuer::start(&[&signer]).await?;
+    // The authorization server's side: a dev issuer (discovery + JWKS) and client A's token.
+    let story = DevStory::start("hyper-key").await?;
+    let (pki, token) = (&story.pki, &story.token_a);
 
     // The resource server: certbound around a hyper service, served over mutual TLS.
-    let auth = CertBound::builder()
-        .issuer(issuer.issuer_url())
-        .audience(AUDIENCE)
-        .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec())
-        .build()
-        .await?;
-    let tls = server_config(
-        vec![pki.server.cert_der.clone()],
-        pki.server.private_key(),
-        ClientAuth::self_signed(),
-    )?;
-    let listener = TlsListener::bind("127.0.0.1:0", tls).await?;
+    let listener = story.listener().await?;
     let url = format!(
         "https://localhost:{}/api/hello",
         listener.local_addr().port()
     );
-    let server = tokio::spawn(serve(listener, auth));
-
-    // The token the authorization server issued to client A, bound to A's certificate.
-    let a = ClientCertificate::from_der(pki.client_a.cert_der.to_vec());
-    let token = signer.sign(&bound_claims(issuer.issuer_url(), AUDIENCE, a.thumbprint()))?;
+    let server = tokio::spawn(serve(listener, story.layer().await?));
 
     writeln!(
         out,
         "hyper + hyper-util at {url}\ntoken bound to client A: cnf.x5t#S256 = {}\n",
-        a.thumbprint()
+        story.thumbprint_a
     )?;
     writeln!(
         out,
@@ -128,10 +103,9 @@ pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
         "request", "status", "protocol"
     )?;
     writeln!(out, "{}", "-".repeat(120))?;
-    let identities = [Some(&pki.client_a), Some(&pki.client_b), None];
-    for (label, identity) in PLAYERS.into_iter().zip(identities) {
+    for (label, identity) in story.players() {
         let client = support::https_client(&pki.ca.cert_pem, identity)?;
-        let response = client.get(&url).bearer_auth(&token).send().await?;
+        let response = client.get(&url).bearer_auth(token).send().await?;
         let status = response.status().as_u16();
         let version = format!("{:?}", response.version());
         let challenge = response

@@ -12,18 +12,17 @@
 //! cargo run --example tonic_health
 //! ```
 
+mod support;
+
 use std::error::Error;
 use std::io::Write;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
-use certbound::tls::{server_config, ClientAuth, PeerCertificate, TlsListener};
-use certbound::CertBound;
-use certbound_core::{Algorithm, ClientCertificate};
-use certbound_dev::issuer::TestIssuer;
-use certbound_dev::{bound_claims, CertAndKey, DevPki, SigningKey};
+use certbound::tls::PeerCertificate;
+use certbound_dev::CertAndKey;
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -31,14 +30,10 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const AUDIENCE: &str = "https://api.example";
+use support::DevStory;
 
 /// The labels of the three calls, in the order the table prints them.
-pub const PLAYERS: [&str; 3] = [
-    "client A's certificate + A's token",
-    "client B's certificate + A's token",
-    "no certificate + A's token",
-];
+pub use support::PLAYERS;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -48,19 +43,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
 /// Starts a dev issuer and the protected gRPC service, plays the three clients, and writes the
 /// table to `out`.
 pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
-    let pki = DevPki::generate(std::env::temp_dir())?; // kept in memory, nothing written
-
-    // The authorization server's side: a signing key, served as JWKS with discovery.
-    let signer = SigningKey::generate("grpc-key", Algorithm::ES256)?;
-    let issuer = TestIssuer::start(&[&signer]).await?;
+    // The authorization server's side: a dev issuer (discovery + JWKS) and client A's token.
+    let story = DevStory::start("grpc-key").await?;
+    let (pki, token) = (&story.pki, &story.token_a);
 
     // The resource server: the same certbound layer as for REST, on tonic's axum router.
-    let auth = CertBound::builder()
-        .issuer(issuer.issuer_url())
-        .audience(AUDIENCE)
-        .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec())
-        .build()
-        .await?;
+    let auth = story.layer().await?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -68,12 +56,7 @@ pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
     let app = tonic::service::Routes::new(health)
         .into_axum_router()
         .layer(auth);
-    let tls = server_config(
-        vec![pki.server.cert_der.clone()],
-        pki.server.private_key(),
-        ClientAuth::self_signed(),
-    )?;
-    let listener = TlsListener::bind("127.0.0.1:0", tls).await?;
+    let listener = story.listener().await?;
     let origin = format!("https://localhost:{}", listener.local_addr().port());
     let server = tokio::spawn(async move {
         axum::serve(
@@ -83,19 +66,14 @@ pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
         .await
     });
 
-    // The token the authorization server issued to client A, bound to A's certificate.
-    let a = ClientCertificate::from_der(pki.client_a.cert_der.to_vec());
-    let token = signer.sign(&bound_claims(issuer.issuer_url(), AUDIENCE, a.thumbprint()))?;
-
     writeln!(
         out,
         "gRPC grpc.health.v1.Health/Check at {origin}\ntoken bound to client A: cnf.x5t#S256 = {}\n",
-        a.thumbprint()
+        story.thumbprint_a
     )?;
     writeln!(out, "{:<34} {:>4}  {:<15}  detail", "call", "HTTP", "gRPC")?;
     writeln!(out, "{}", "-".repeat(110))?;
-    let identities = [Some(&pki.client_a), Some(&pki.client_b), None];
-    for (label, identity) in PLAYERS.into_iter().zip(identities) {
+    for (label, identity) in story.players() {
         let channel = mtls_channel(&origin, &pki.ca.cert_pem, identity).await?;
         // Note the HTTP status under the gRPC call, to show what tonic made of it.
         let http_status = Arc::new(AtomicU16::new(0));
@@ -144,23 +122,8 @@ async fn mtls_channel(
     ca_pem: &str,
     identity: Option<&CertAndKey>,
 ) -> Result<Channel, Box<dyn Error>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
-        let cert: CertificateDer<'static> = cert?;
-        roots.add(cert)?;
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let mut config = match identity {
-        Some(id) => builder.with_client_auth_cert(
-            vec![id.cert_der.clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(id.key_der.clone())),
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    let mut config = support::client_tls_config(ca_pem, identity)?;
+    config.alpn_protocols = vec![b"h2".to_vec()]; // gRPC is HTTP/2 only
     let connector = TlsConnector::from(Arc::new(config));
 
     // tonic hands the connector the endpoint URI; it answers with a TLS stream.

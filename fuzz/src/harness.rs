@@ -65,10 +65,7 @@ fn fixture() -> &'static Fixture {
             Some("hs".into()),
             HMAC_SECRET,
         ));
-        let algs = DEFAULT_ALGORITHMS
-            .iter()
-            .copied()
-            .chain([Algorithm::HS256]);
+        let algs = DEFAULT_ALGORITHMS.iter().copied().chain([Algorithm::HS256]);
         let policy = TokenPolicy::new(ISSUER, AUDIENCE).algorithms(algs);
         Fixture {
             keys: KeySet::new(keys),
@@ -157,7 +154,10 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
     let segments: Vec<&str> = s.split('.').collect();
     assert_eq!(segments.len(), 3, "parsed a token without three segments");
     for seg in &segments {
-        assert!(is_canonical_b64url(seg), "parsed non-canonical segment {seg:?}");
+        assert!(
+            is_canonical_b64url(seg),
+            "parsed non-canonical segment {seg:?}"
+        );
     }
     assert_eq!(URL_SAFE_NO_PAD.encode(parsed.signature()), segments[2]);
     assert_eq!(
@@ -177,7 +177,10 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
         let Ok(key) = f.keys.get(parsed.header().kid(), alg) else {
             continue;
         };
-        assert!(key.accepts(alg), "key lookup returned a key that does not fit {alg:?}");
+        assert!(
+            key.accepts(alg),
+            "key lookup returned a key that does not fit {alg:?}"
+        );
         let Ok(claims) = policy.verify(parsed.clone(), alg, key, NOW) else {
             continue;
         };
@@ -199,7 +202,9 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
         );
         assert!(
             claims.binding().is_none()
-                || BindingPolicy::IfBound.check(claims.binding(), None).is_err(),
+                || BindingPolicy::IfBound
+                    .check(claims.binding(), None)
+                    .is_err(),
             "a bound token passed without a certificate"
         );
     }
@@ -217,7 +222,11 @@ fn check_accepted_claims(
     assert_eq!(alg, Algorithm::HS256);
     assert_eq!(h.get("alg"), Some(&Value::from("HS256")), "header {h}");
     assert!(h.get("crit").is_none());
-    assert_eq!(c.get("iss").and_then(Value::as_str), Some(ISSUER), "iss in {c}");
+    assert_eq!(
+        c.get("iss").and_then(Value::as_str),
+        Some(ISSUER),
+        "iss in {c}"
+    );
     let aud_ok = match c.get("aud") {
         Some(Value::String(a)) => a == AUDIENCE,
         Some(Value::Array(list)) => {
@@ -226,12 +235,21 @@ fn check_accepted_claims(
         _ => false,
     };
     assert!(aud_ok, "aud in {c}");
-    let exp = c.get("exp").and_then(Value::as_f64).expect("exp is a number");
-    assert!((NOW as f64) < exp + LEEWAY as f64, "expired token accepted: {c}");
+    let exp = c
+        .get("exp")
+        .and_then(Value::as_f64)
+        .expect("exp is a number");
+    assert!(
+        (NOW as f64) < exp + LEEWAY as f64,
+        "expired token accepted: {c}"
+    );
     for name in ["nbf", "iat"] {
         if let Some(v) = c.get(name) {
             let t = v.as_f64().expect("nbf/iat is a number");
-            assert!(t <= (NOW + LEEWAY) as f64, "{name} in the future accepted: {c}");
+            assert!(
+                t <= (NOW + LEEWAY) as f64,
+                "{name} in the future accepted: {c}"
+            );
         }
     }
     for name in ["sub", "jti", "client_id", "scope"] {
@@ -429,16 +447,24 @@ pub fn jwks(data: &[u8]) {
         return;
     };
     let doc: Value = serde_json::from_slice(data).expect("an accepted JWKS is JSON");
-    let entries = doc["keys"].as_array().expect("an accepted JWKS has keys").len();
+    let entries = doc["keys"]
+        .as_array()
+        .expect("an accepted JWKS has keys")
+        .len();
     assert!(!parsed.keys.is_empty());
     assert_eq!(parsed.keys.len() + parsed.skipped.len(), entries);
     let kids: Vec<String> = parsed.keys.kids().map(str::to_owned).collect();
-    let all_algs = DEFAULT_ALGORITHMS
-        .iter()
-        .copied()
-        .chain([Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]);
+    let all_algs = DEFAULT_ALGORITHMS.iter().copied().chain([
+        Algorithm::HS256,
+        Algorithm::HS384,
+        Algorithm::HS512,
+    ]);
     for alg in all_algs {
-        for kid in kids.iter().map(|k| Some(k.as_str())).chain([None, Some("")]) {
+        for kid in kids
+            .iter()
+            .map(|k| Some(k.as_str()))
+            .chain([None, Some("")])
+        {
             if let Ok(key) = parsed.keys.get(kid, alg) {
                 assert!(key.accepts(alg));
                 assert_ne!(
@@ -447,7 +473,8 @@ pub fn jwks(data: &[u8]) {
                     "a JWKS key verifies HMAC"
                 );
                 assert!(
-                    key.verify(alg, b"certbound.fuzz", b"not a signature").is_err(),
+                    key.verify(alg, b"certbound.fuzz", b"not a signature")
+                        .is_err(),
                     "a JWKS key accepted a garbage signature"
                 );
             }

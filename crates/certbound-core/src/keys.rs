@@ -161,8 +161,17 @@ impl VerificationKey {
                     "Ed25519" => {}
                     other => return Err(KeyError::UnsupportedCurve(other.to_owned())),
                 }
-                let key = DecodingKey::from_ed_components(str_param("x")?)
+                let x = str_param("x")?;
+                let point = URL_SAFE_NO_PAD
+                    .decode(x)
                     .map_err(|_| KeyError::BadParameter("x"))?;
+                // A small-order point "verifies" forged signatures (R = identity, S = 0 passes
+                // cofactorless verification for every message), so it is never a key.
+                if point.len() != 32 || is_small_order_ed25519(&point) {
+                    return Err(KeyError::InvalidKeyMaterial);
+                }
+                let key =
+                    DecodingKey::from_ed_components(x).map_err(|_| KeyError::BadParameter("x"))?;
                 (AlgorithmFamily::Ed, Some(Curve::Ed25519), key)
             }
             "oct" => return Err(KeyError::SymmetricKeyInJwks),
@@ -239,6 +248,40 @@ impl VerificationKey {
             .verify(message, &signature.to_vec())
             .map_err(|_| Rejection::BadSignature)
     }
+}
+
+/// Whether a 32-byte Ed25519 public key encodes a point of small order (1, 2, 4 or 8),
+/// including the non-canonical encodings y = p and y = p + 1. The sign bit is ignored.
+fn is_small_order_ed25519(point: &[u8]) -> bool {
+    const fn y(lo: u8, fill: u8, hi: u8) -> [u8; 32] {
+        let mut b = [fill; 32];
+        b[0] = lo;
+        b[31] = hi;
+        b
+    }
+    const SMALL_ORDER: [[u8; 32]; 7] = [
+        y(0x00, 0x00, 0x00), // y = 0, order 4
+        y(0x01, 0x00, 0x00), // y = 1, the identity
+        [
+            0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef,
+            0x98, 0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88,
+            0x6d, 0x53, 0xfc, 0x05,
+        ], // order 8
+        [
+            0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10,
+            0x67, 0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77,
+            0x92, 0xac, 0x03, 0x7a,
+        ], // order 8
+        y(0xec, 0xff, 0x7f), // y = p - 1, order 2
+        y(0xed, 0xff, 0x7f), // y = p ≡ 0
+        y(0xee, 0xff, 0x7f), // y = p + 1 ≡ 1
+    ];
+    let Ok(bytes) = <[u8; 32]>::try_from(point) else {
+        return false;
+    };
+    SMALL_ORDER
+        .iter()
+        .any(|bad| bytes[..31] == bad[..31] && bytes[31] & 0x7f == bad[31])
 }
 
 /// A JWK that was skipped when a key set was parsed, and why.
@@ -488,6 +531,53 @@ mod tests {
             KeySet::from_jwks(br#"{"keys":[{"kty":"oct","k":"AA"}]}"#).err(),
             Some(JwksError::NoUsableKey { skipped: 1 })
         );
+    }
+
+    #[test]
+    fn small_order_ed25519_keys_are_skipped() {
+        // Every small-order encoding, with and without the sign bit, is refused; a real key
+        // (RFC 8032 §7.1 test 1) is kept.
+        let mut bad: Vec<[u8; 32]> = Vec::new();
+        for hex in [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+            "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        ] {
+            let mut b = [0u8; 32];
+            for (i, out) in b.iter_mut().enumerate() {
+                *out = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+            }
+            bad.push(b);
+            b[31] ^= 0x80;
+            bad.push(b);
+        }
+        for point in bad {
+            let jwk = format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","x":"{}"}}"#,
+                URL_SAFE_NO_PAD.encode(point)
+            );
+            let jwk: Map<String, Value> = serde_json::from_str(&jwk).unwrap();
+            assert_eq!(
+                VerificationKey::from_jwk(&jwk).err(),
+                Some(KeyError::InvalidKeyMaterial),
+                "{point:02x?}"
+            );
+        }
+        let short: Map<String, Value> =
+            serde_json::from_str(r#"{"kty":"OKP","crv":"Ed25519","x":"AAEC"}"#).unwrap();
+        assert_eq!(
+            VerificationKey::from_jwk(&short).err(),
+            Some(KeyError::InvalidKeyMaterial)
+        );
+        let real: Map<String, Value> = serde_json::from_str(
+            r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#,
+        )
+        .unwrap();
+        assert!(VerificationKey::from_jwk(&real).is_ok());
     }
 
     #[test]

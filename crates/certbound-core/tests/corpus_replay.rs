@@ -109,7 +109,10 @@ fn regenerate_fuzz_keys_and_seeds() {
         hs_header,
         claims.to_string().as_bytes(),
     ));
-    write("keys/valid_tokens.txt", format!("{}\n", valid.join("\n")).as_bytes());
+    write(
+        "keys/valid_tokens.txt",
+        format!("{}\n", valid.join("\n")).as_bytes(),
+    );
 
     let mut n = 0;
     let mut seed = |target: &str, name: &str, data: &[u8]| {
@@ -126,28 +129,67 @@ fn regenerate_fuzz_keys_and_seeds() {
     let mut flipped = sig.to_owned().into_bytes();
     let last = flipped.len() - 1;
     flipped[last] = if flipped[last] == b'A' { b'Q' } else { b'A' };
-    seed("token", "sig-last-char", format!("{input}.{}", String::from_utf8(flipped).unwrap()).as_bytes());
+    seed(
+        "token",
+        "sig-last-char",
+        format!("{input}.{}", String::from_utf8(flipped).unwrap()).as_bytes(),
+    );
     seed("token", "padded", format!("{v}=").as_bytes());
     seed("token", "four-segments", format!("{v}.e30").as_bytes());
     seed("token", "no-signature", format!("{input}.").as_bytes());
     let enc = |s: &str| URL_SAFE_NO_PAD.encode(s);
     let (_, claims_seg) = input.split_once('.').unwrap();
-    seed("token", "alg-none", format!("{}.{claims_seg}.", enc(r#"{"alg":"none"}"#)).as_bytes());
-    seed("token", "alg-hs-with-rsa-kid", format!("{}.{claims_seg}.{sig}", enc(r#"{"alg":"HS256","kid":"rsa"}"#)).as_bytes());
+    seed(
+        "token",
+        "alg-none",
+        format!("{}.{claims_seg}.", enc(r#"{"alg":"none"}"#)).as_bytes(),
+    );
+    seed(
+        "token",
+        "alg-hs-with-rsa-kid",
+        format!(
+            "{}.{claims_seg}.{sig}",
+            enc(r#"{"alg":"HS256","kid":"rsa"}"#)
+        )
+        .as_bytes(),
+    );
     let structured = |h: &str, c: &serde_json::Value| format!("{h}\n{c}").into_bytes();
-    seed("token", "s-valid", &structured(r#"{"alg":"HS256","kid":"hs","typ":"at+jwt"}"#, &claims));
-    seed("token", "s-crit", &structured(r#"{"alg":"HS256","kid":"hs","crit":["exp"]}"#, &claims));
-    seed("token", "s-dup-alg", &structured(r#"{"alg":"HS256","alg":"none","kid":"hs"}"#, &claims));
+    seed(
+        "token",
+        "s-valid",
+        &structured(r#"{"alg":"HS256","kid":"hs","typ":"at+jwt"}"#, &claims),
+    );
+    seed(
+        "token",
+        "s-crit",
+        &structured(r#"{"alg":"HS256","kid":"hs","crit":["exp"]}"#, &claims),
+    );
+    seed(
+        "token",
+        "s-dup-alg",
+        &structured(r#"{"alg":"HS256","alg":"none","kid":"hs"}"#, &claims),
+    );
     let mut c = claims.clone();
     c["exp"] = json!("4102444800");
-    seed("token", "s-exp-string", &structured(r#"{"alg":"HS256","kid":"hs"}"#, &c));
+    seed(
+        "token",
+        "s-exp-string",
+        &structured(r#"{"alg":"HS256","kid":"hs"}"#, &c),
+    );
     let mut c = claims.clone();
     c["aud"] = json!(["https://other", harness::AUDIENCE]);
     c["nbf"] = json!(harness::NOW - 1);
     seed("token", "s-aud-list", &structured(r#"{"alg":"HS256"}"#, &c));
     let mut c = claims.clone();
     c["cnf"] = json!({"x5t#S256": tp, "jkt": "x", "x5t": "abc"});
-    seed("token", "s-cnf-extra", &structured(r#"{"alg":"HS256","kid":"hs","typ":"application/at+jwt"}"#, &c));
+    seed(
+        "token",
+        "s-cnf-extra",
+        &structured(
+            r#"{"alg":"HS256","kid":"hs","typ":"application/at+jwt"}"#,
+            &c,
+        ),
+    );
     seed("token", "s-dup-iss", format!(
         "{{\"alg\":\"HS256\"}}\n{{\"iss\":\"https://evil/\",\"iss\":\"{}\",\"aud\":\"{}\",\"exp\":4102444800}}",
         harness::ISSUER, harness::AUDIENCE).as_bytes());
@@ -173,9 +215,17 @@ fn regenerate_fuzz_keys_and_seeds() {
     for (name, v) in [
         ("thumbprint", tp_b.clone()),
         ("trailing-bits", trailing),
-        ("hex", Thumbprint::of_der(harness::CLIENT_DER).to_hex().into_bytes()),
+        (
+            "hex",
+            Thumbprint::of_der(harness::CLIENT_DER)
+                .to_hex()
+                .into_bytes(),
+        ),
         ("object", format!(r#"{{"x5t#S256":"{tp}"}}"#).into_bytes()),
-        ("object-extra", format!(r#"{{"jkt":"abc","x5t#S256":"{tp}","n":{{"a":[1]}}}}"#).into_bytes()),
+        (
+            "object-extra",
+            format!(r#"{{"jkt":"abc","x5t#S256":"{tp}","n":{{"a":[1]}}}}"#).into_bytes(),
+        ),
         ("object-sha1", br#"{"x5t":"3q2-7w"}"#.to_vec()),
         ("object-number", br#"{"x5t#S256":5}"#.to_vec()),
         ("string", format!(r#""{tp}""#).into_bytes()),
@@ -190,7 +240,11 @@ fn regenerate_fuzz_keys_and_seeds() {
     let b64 = STANDARD.encode(der);
     let pem = format!(
         "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n")
+        b64.as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let escape = |s: &str, keep: &[u8]| -> String {
         s.bytes()
@@ -208,11 +262,19 @@ fn regenerate_fuzz_keys_and_seeds() {
     let value_for = |i: usize| -> Vec<u8> {
         match i {
             0 | 8 => escape(&pem, b"").into_bytes(),
-            1 => format!("By=spiffe://api;Hash={hex};Cert=\"{}\";Subject=\"CN=x\"", escape(&pem, b"")).into_bytes(),
+            1 => format!(
+                "By=spiffe://api;Hash={hex};Cert=\"{}\";Subject=\"CN=x\"",
+                escape(&pem, b"")
+            )
+            .into_bytes(),
             2 => format!("Hash={hex};By=spiffe://api").into_bytes(),
             3 => format!(":{b64}:").into_bytes(),
             4 | 5 => escape(&pem, b"+=/").into_bytes(),
-            6 => format!("{b64},{}", STANDARD.encode(ca.cert().cert_der.as_ref() as &[u8])).into_bytes(),
+            6 => format!(
+                "{b64},{}",
+                STANDARD.encode(ca.cert().cert_der.as_ref() as &[u8])
+            )
+            .into_bytes(),
             7 => b64.clone().into_bytes(),
             _ => format!("{}\nSUCCESS", escape(&pem, b"")).into_bytes(),
         }
@@ -228,17 +290,42 @@ fn regenerate_fuzz_keys_and_seeds() {
     let mut dup = vec![3, 3 | 8];
     dup.extend(format!(":{b64}:").as_bytes());
     seed("forwarded", "duplicated", &dup);
-    seed("forwarded", "xfcc-hash-mismatch", format!("\x01\x03Hash={};Cert=\"{}\"", "0".repeat(64), escape(&pem, b"")).as_bytes());
-    seed("forwarded", "auth0-failed", format!("\x09\x03{}\nFAILED: self signed", escape(&pem, b"")).as_bytes());
+    seed(
+        "forwarded",
+        "xfcc-hash-mismatch",
+        format!(
+            "\x01\x03Hash={};Cert=\"{}\"",
+            "0".repeat(64),
+            escape(&pem, b"")
+        )
+        .as_bytes(),
+    );
+    seed(
+        "forwarded",
+        "auth0-failed",
+        format!("\x09\x03{}\nFAILED: self signed", escape(&pem, b"")).as_bytes(),
+    );
 
     // jwks
     seed("jwks", "real", jwks_text.as_bytes());
     seed("jwks", "compact", jwks.to_string().as_bytes());
     for (name, doc) in [
-        ("enc-and-oct", json!({"keys":[{"kty":"oct","k":"AAAA","kid":"o"},{"kty":"EC","use":"enc","crv":"P-256","x":"AA","y":"AA"}]})),
-        ("alg-mismatch", json!({"keys":[{"kty":"EC","crv":"P-256","alg":"RS256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]})),
-        ("key-ops", json!({"keys":[{"kty":"OKP","crv":"Ed25519","key_ops":["verify"],"x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]})),
-        ("weak-rsa", json!({"keys":[{"kty":"RSA","kid":"w","n":"AQAB","e":"AQAB"}]})),
+        (
+            "enc-and-oct",
+            json!({"keys":[{"kty":"oct","k":"AAAA","kid":"o"},{"kty":"EC","use":"enc","crv":"P-256","x":"AA","y":"AA"}]}),
+        ),
+        (
+            "alg-mismatch",
+            json!({"keys":[{"kty":"EC","crv":"P-256","alg":"RS256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}),
+        ),
+        (
+            "key-ops",
+            json!({"keys":[{"kty":"OKP","crv":"Ed25519","key_ops":["verify"],"x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}),
+        ),
+        (
+            "weak-rsa",
+            json!({"keys":[{"kty":"RSA","kid":"w","n":"AQAB","e":"AQAB"}]}),
+        ),
     ] {
         seed("jwks", name, doc.to_string().as_bytes());
     }

@@ -243,7 +243,6 @@ async fn soak_valid_forged_and_misbound_tokens_while_the_jwks_flaps() {
             Arc::clone(&stop),
         );
         let k1 = k1.clone();
-        let a_tp = a_tp;
         let iss = iss.clone();
         clients.push(tokio::spawn(async move {
             let mut n = worker as u64;

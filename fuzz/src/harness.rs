@@ -162,7 +162,7 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
     assert_eq!(URL_SAFE_NO_PAD.encode(parsed.signature()), segments[2]);
     assert_eq!(
         parsed.signing_input(),
-        s[..segments[0].len() + 1 + segments[1].len()].as_bytes()
+        &s.as_bytes()[..segments[0].len() + 1 + segments[1].len()]
     );
     // The unverified accessors never panic.
     let _ = parsed.unverified_issuer();
@@ -286,7 +286,7 @@ pub fn bearer(data: &[u8]) {
                 assert!(token[..body_end].bytes().all(|b| b.is_ascii_alphanumeric()
                     || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')));
                 // What is left around the token is spaces only.
-                let pos = data
+                let pos = 6 + data[6..]
                     .windows(token.len())
                     .position(|w| w == token.as_bytes())
                     .expect("the token is part of the header");

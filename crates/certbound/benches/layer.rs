@@ -12,6 +12,11 @@
 //!   reuses its token): bearer extraction, cache lookup, key-still-current check, `exp`/`nbf`
 //!   re-check, constant-time binding check, `VerifiedToken` extension. Target: hit − baseline ≤ 2 µs.
 //! * `layer/miss/<ALG>` — `.no_token_cache()`: every request verifies the signature and claims.
+//! * `app/*` — an axum `Router` shaped like the example API's (`/health` open; `/api/hello`
+//!   behind the layer), same prepared request: `app/health` (routing only), `app/hello_ok`
+//!   (+ layer hit + `VerifiedToken` extractor, handler returns "ok"), `app/hello_json` (+ the
+//!   example's JSON handler). It splits the load benchmark's /health → /api/hello gap into layer,
+//!   routing and handler, without sockets.
 //!
 //! Requests are built outside the timed section (`iter_batched`), so only `poll_ready` + `call` +
 //! polling the response future to completion is timed.
@@ -24,12 +29,15 @@ use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
+use axum::routing::get;
+use axum::{Json, Router};
 use certbound::tls::PeerCertificate;
 use certbound::{CertBound, CertBoundLayer, ClientCertificate, StaticJwks, VerifiedToken};
 use certbound_core::Algorithm;
 use certbound_dev::{bound_claims, jwks_document, DevCa, KeyKind, SigningKey};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::{header, HeaderValue, Request, Response};
+use serde_json::{json, Value};
 use tower::{service_fn, Layer, Service};
 
 const ISS: &str = "https://issuer.example/";
@@ -68,6 +76,22 @@ async fn inner(req: Request<()>) -> Result<Response<String>, Infallible> {
     Ok(Response::new(String::new()))
 }
 
+/// A signing key for `alg`. `SigningKey::generate` cannot make Ed25519 keys today (rcgen writes
+/// PKCS#8 v2, 83 bytes; jsonwebtoken 11's `Jwk::from_encoding_key` accepts only the 48-byte v1
+/// form), so EdDSA falls back to this fixed, bench-only PKCS#8 v1 key.
+fn signing_key(kid: &str, alg: Algorithm) -> SigningKey {
+    const ED25519_V1_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
+        MC4CAQAwBQYDK2VwBCIEILEMY3WzauGKvRPoAES1MdJ57C7WbNjl2ZeMG0PDvQUN\n\
+        -----END PRIVATE KEY-----\n";
+    match SigningKey::generate(kid, alg) {
+        Ok(key) => key,
+        Err(_) if alg == Algorithm::EdDSA => {
+            SigningKey::from_pkcs8_pem(kid, alg, ED25519_V1_PEM).unwrap()
+        }
+        Err(e) => panic!("{alg:?} key: {e}"),
+    }
+}
+
 struct Fixture {
     token: HeaderValue,
     peer: PeerCertificate,
@@ -85,7 +109,7 @@ impl Fixture {
 }
 
 fn fixture(alg: Algorithm) -> (Fixture, String) {
-    let signer = SigningKey::generate("k1", alg).unwrap();
+    let signer = signing_key("k1", alg);
     let ca = DevCa::new("bench CA").unwrap();
     let client = ca.client_cert("client-a", KeyKind::EcP256).unwrap();
     let cert = ClientCertificate::from_der(client.cert_der.to_vec());
@@ -100,11 +124,7 @@ fn fixture(alg: Algorithm) -> (Fixture, String) {
     (fixture, jwks_document(&[&signer]).to_string())
 }
 
-fn layer(
-    runtime: &tokio::runtime::Runtime,
-    jwks: &str,
-    cached: bool,
-) -> CertBoundLayer {
+fn layer(runtime: &tokio::runtime::Runtime, jwks: &str, cached: bool) -> CertBoundLayer {
     runtime.block_on(async {
         let mut builder = CertBound::builder()
             .issuer(ISS)
@@ -129,7 +149,11 @@ fn bench(c: &mut Criterion) {
     let mut bare = service_fn(inner);
     assert_eq!(call(&mut bare, fx.request()).status(), 200);
     group.bench_function("baseline_inner", |b| {
-        b.iter_batched(|| fx.request(), |req| call(&mut bare, req), BatchSize::SmallInput)
+        b.iter_batched(
+            || fx.request(),
+            |req| call(&mut bare, req),
+            BatchSize::SmallInput,
+        )
     });
 
     let hit_layer = layer(&runtime, &jwks, true);
@@ -138,7 +162,11 @@ fn bench(c: &mut Criterion) {
     assert_eq!(call(&mut hit, fx.request()).status(), 200);
     assert_eq!(hit_layer.token_cache_stats().unwrap().entries, 1);
     group.bench_function("hit", |b| {
-        b.iter_batched(|| fx.request(), |req| call(&mut hit, req), BatchSize::SmallInput)
+        b.iter_batched(
+            || fx.request(),
+            |req| call(&mut hit, req),
+            BatchSize::SmallInput,
+        )
     });
 
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
@@ -148,11 +176,75 @@ fn bench(c: &mut Criterion) {
         assert_eq!(call(&mut miss, fx.request()).status(), 200);
         assert!(miss_layer.token_cache_stats().is_none());
         group.bench_function(format!("miss/{alg:?}"), |b| {
-            b.iter_batched(|| fx.request(), |req| call(&mut miss, req), BatchSize::SmallInput)
+            b.iter_batched(
+                || fx.request(),
+                |req| call(&mut miss, req),
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();
-    let _: Option<CertBound<()>> = None;
+
+    // The example API's shape, in-process.
+    let app_layer = layer(&runtime, &jwks, true);
+    let mut app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(
+            Router::new()
+                .route("/api/hello", get(hello_json))
+                .route("/api/ok", get(hello_ok))
+                .layer(app_layer),
+        );
+    let request = |path: &'static str| {
+        let fx = &fx;
+        move || {
+            let mut req = fx.request().map(|()| axum::body::Body::empty());
+            *req.uri_mut() = http::Uri::from_static(path);
+            req
+        }
+    };
+    for path in ["/health", "/api/ok", "/api/hello"] {
+        let status = call_app(&mut app, request(path)()).status();
+        assert_eq!(status, 200, "{path}");
+    }
+    let mut group = c.benchmark_group("app");
+    for (name, path) in [
+        ("health", "/health"),
+        ("hello_ok", "/api/ok"),
+        ("hello_json", "/api/hello"),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                request(path),
+                |req| call_app(&mut app, req),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+/// The example API's handler: who the token is for and what it is bound to, as JSON.
+async fn hello_json(token: VerifiedToken) -> Json<Value> {
+    Json(json!({
+        "sub": token.sub(),
+        "client_id": token.client_id(),
+        "scope": token.scope(),
+        "thumbprint": token.thumbprint().map(ToString::to_string),
+    }))
+}
+
+async fn hello_ok(_token: VerifiedToken) -> &'static str {
+    "ok"
+}
+
+fn call_app(app: &mut Router, req: Request<axum::body::Body>) -> Response<axum::body::Body> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Service::<Request<axum::body::Body>>::poll_ready(app, &mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("router not ready"),
+    }
+    complete(app.call(req)).unwrap()
 }
 
 criterion_group!(benches, bench);

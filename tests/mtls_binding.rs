@@ -116,7 +116,10 @@ async fn claims_and_header_failures() {
             with("cnf", json!({"x5t#S256": "not-a-thumbprint"})),
             Rejection::MalformedBinding,
         ),
-        (with("cnf", json!({"jkt": "abc"})), Rejection::UnboundToken),
+        (
+            with("cnf", json!({"jkt": "abc"})),
+            Rejection::UnsupportedBinding,
+        ),
     ];
     for (claims, reason) in cases {
         let token = api.signer.sign(&claims).unwrap();

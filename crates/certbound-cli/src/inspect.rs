@@ -465,6 +465,9 @@ fn show_binding(
     let decision = match cx.bound {
         Bound::Unknown => return None,
         Bound::Malformed(_) => Err(Rejection::MalformedBinding),
+        // Bound only by a method the layer cannot verify (e.g. DPoP `jkt`): refused, as the
+        // layer's `BindingPolicy::check_claims` does.
+        Bound::Not(others) if !others.is_empty() => Err(Rejection::UnsupportedBinding),
         _ => policy.check(bound.flatten(), presented.map(|c| &c.thumbprint)),
     };
     match (&decision, cx.bound) {

@@ -278,7 +278,7 @@ fn same_reason_code_as_the_layer() {
         ("bad_signature", other_key.sign(&claims).unwrap(), &s.a_pem),
         ("unknown_key", unknown_kid.sign(&claims).unwrap(), &s.a_pem),
         (
-            "unbound_token",
+            "unsupported_binding",
             s.key.sign(&with("cnf", json!({"jkt": "abc"}))).unwrap(),
             &s.a_pem,
         ),

@@ -165,6 +165,8 @@ pub struct VerifiedClaims {
     not_before: Option<f64>,
     issued_at: Option<f64>,
     binding: Option<Thumbprint>,
+    /// `cnf` has confirmation members other than `x5t#S256` (e.g. `jkt`).
+    other_confirmation: bool,
     alg: Algorithm,
     kid: Option<String>,
     all: Map<String, Value>,
@@ -202,6 +204,10 @@ impl VerifiedClaims {
             None => return Err(Rejection::WrongAudience),
         };
         let expires_at = number("exp")?.ok_or(Rejection::InvalidClaims)?;
+        let other_confirmation = match all.get("cnf") {
+            Some(Value::Object(cnf)) => cnf.keys().any(|k| k != "x5t#S256"),
+            _ => false,
+        };
         let binding = match all.get("cnf") {
             None => None,
             Some(Value::Object(cnf)) => match cnf.get("x5t#S256") {
@@ -224,6 +230,7 @@ impl VerifiedClaims {
             audience,
             expires_at,
             binding,
+            other_confirmation,
             alg,
             kid,
             all,
@@ -331,6 +338,22 @@ impl BindingPolicy {
                 BindingPolicy::IfBound => Ok(()),
             },
         }
+    }
+}
+
+impl BindingPolicy {
+    /// [`check`](Self::check) for verified claims, which also refuses a token bound *only* by a
+    /// confirmation method certbound cannot verify (e.g. DPoP `cnf.jkt`) — under either policy:
+    /// such a token is sender-constrained to a key this service never sees.
+    pub fn check_claims(
+        self,
+        claims: &VerifiedClaims,
+        presented: Option<&Thumbprint>,
+    ) -> Result<(), Rejection> {
+        if claims.binding.is_none() && claims.other_confirmation {
+            return Err(Rejection::UnsupportedBinding);
+        }
+        self.check(claims.binding(), presented)
     }
 }
 
@@ -600,5 +623,21 @@ mod tests {
         let jkt_only = with(base_claims(), "cnf", json!({"jkt":"abc"}));
         let v = check(json!({"alg":"HS256"}), jkt_only, NOW).unwrap();
         assert_eq!(v.binding(), None);
+        // Bound to a DPoP key only: refused under both policies, never taken as unbound.
+        let cert = Thumbprint::of_der(b"cert");
+        for policy in [BindingPolicy::Required, BindingPolicy::IfBound] {
+            assert_eq!(
+                policy.check_claims(&v, Some(&cert)),
+                Err(Rejection::UnsupportedBinding)
+            );
+        }
+        // An empty cnf is just unbound.
+        let empty = check(
+            json!({"alg":"HS256"}),
+            with(base_claims(), "cnf", json!({})),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(BindingPolicy::IfBound.check_claims(&empty, None), Ok(()));
     }
 }

@@ -131,6 +131,9 @@ rejections! {
     IssuedInFuture => ("issued_in_future", InvalidToken, "token was issued in the future"),
     /// The binding policy requires `cnf."x5t#S256"` and the token has none.
     UnboundToken => ("unbound_token", InvalidToken, "token is not bound to a client certificate"),
+    /// `cnf` binds the token by a method certbound cannot verify (e.g. DPoP `jkt`) and carries no
+    /// `x5t#S256` (RFC 7800 §3: a recipient that cannot confirm the key must not accept the token).
+    UnsupportedBinding => ("unsupported_binding", InvalidToken, "token is bound by a confirmation method this service does not verify"),
     /// `cnf` is not an object, or `x5t#S256` is not exactly a base64url SHA-256.
     MalformedBinding => ("malformed_binding", InvalidToken, "token certificate binding is malformed"),
     /// The token is bound to a different certificate than the one this request came with.

@@ -83,9 +83,18 @@ impl SigningKey {
                 ))
             }
         };
-        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg)?;
-        let mut public_jwk =
-            serde_json::to_value(&jwk).map_err(|e| DevError::Invalid(e.to_string()))?;
+        let mut public_jwk = match alg {
+            // rcgen writes Ed25519 keys as PKCS#8 v2, which jsonwebtoken's JWK export does not
+            // read; the public key is simply the 32 raw bytes rcgen already knows.
+            Algorithm::EdDSA => {
+                let pair = KeyPair::from_pem(pem)?;
+                json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(pair.public_key_raw())})
+            }
+            _ => {
+                let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg)?;
+                serde_json::to_value(&jwk).map_err(|e| DevError::Invalid(e.to_string()))?
+            }
+        };
         public_jwk["kid"] = json!(kid);
         public_jwk["use"] = json!("sig");
         public_jwk["alg"] = json!(format!("{alg:?}"));
@@ -159,4 +168,33 @@ pub fn bound_claims(iss: &str, aud: &str, thumbprint: &Thumbprint) -> Value {
         "scope": "read write",
         "cnf": { "x5t#S256": thumbprint.to_string() },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use certbound_core::{KeySet, TokenPolicy, UnverifiedToken};
+
+    #[test]
+    fn every_asymmetric_algorithm_signs_tokens_our_core_verifies() {
+        let tp = Thumbprint::from_bytes([7; 32]);
+        for alg in certbound_core::DEFAULT_ALGORITHMS {
+            let key = SigningKey::generate("k", *alg).unwrap();
+            let token = key
+                .sign(&bound_claims("https://i", "https://a", &tp))
+                .unwrap();
+            let keys = KeySet::from_jwks(jwks_document(&[&key]).to_string().as_bytes())
+                .unwrap()
+                .keys;
+            let parsed = UnverifiedToken::parse(&token).unwrap();
+            let policy = TokenPolicy::new("https://i", "https://a");
+            let checked = policy.check_header(parsed.header()).unwrap();
+            let vk = keys.get(Some("k"), checked).unwrap();
+            let claims = policy.verify(parsed, checked, vk, unix_now()).unwrap();
+            assert_eq!(claims.binding(), Some(&tp), "{alg:?}");
+            // And the key reloads from its PEM with the same public JWK.
+            let again = SigningKey::from_pkcs8_pem("k", *alg, key.pkcs8_pem()).unwrap();
+            assert_eq!(again.public_jwk(), key.public_jwk(), "{alg:?}");
+        }
+    }
 }

@@ -210,7 +210,7 @@ impl Authenticator {
             return Some(Decision::Reject(rejection));
         }
         Some(
-            match self.binding.check(hit.claims.binding(), presented.as_ref()) {
+            match self.binding.check_claims(&hit.claims, presented.as_ref()) {
                 Ok(()) => Decision::Accept(VerifiedToken::new(hit.claims, presented)),
                 Err(rejection) => Decision::Reject(rejection),
             },
@@ -233,7 +233,7 @@ impl Authenticator {
         if let Some(cache) = &self.cache {
             cache.insert(raw, Arc::clone(&claims), key, issuer);
         }
-        self.binding.check(claims.binding(), presented.as_ref())?;
+        self.binding.check_claims(&claims, presented.as_ref())?;
         Ok(VerifiedToken::new(claims, presented))
     }
 }

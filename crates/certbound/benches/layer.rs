@@ -76,22 +76,6 @@ async fn inner(req: Request<()>) -> Result<Response<String>, Infallible> {
     Ok(Response::new(String::new()))
 }
 
-/// A signing key for `alg`. `SigningKey::generate` cannot make Ed25519 keys today (rcgen writes
-/// PKCS#8 v2, 83 bytes; jsonwebtoken 11's `Jwk::from_encoding_key` accepts only the 48-byte v1
-/// form), so EdDSA falls back to this fixed, bench-only PKCS#8 v1 key.
-fn signing_key(kid: &str, alg: Algorithm) -> SigningKey {
-    const ED25519_V1_PEM: &str = "-----BEGIN PRIVATE KEY-----\n\
-        MC4CAQAwBQYDK2VwBCIEILEMY3WzauGKvRPoAES1MdJ57C7WbNjl2ZeMG0PDvQUN\n\
-        -----END PRIVATE KEY-----\n";
-    match SigningKey::generate(kid, alg) {
-        Ok(key) => key,
-        Err(_) if alg == Algorithm::EdDSA => {
-            SigningKey::from_pkcs8_pem(kid, alg, ED25519_V1_PEM).unwrap()
-        }
-        Err(e) => panic!("{alg:?} key: {e}"),
-    }
-}
-
 struct Fixture {
     token: HeaderValue,
     peer: PeerCertificate,
@@ -109,7 +93,7 @@ impl Fixture {
 }
 
 fn fixture(alg: Algorithm) -> (Fixture, String) {
-    let signer = signing_key("k1", alg);
+    let signer = SigningKey::generate("k1", alg).unwrap();
     let ca = DevCa::new("bench CA").unwrap();
     let client = ca.client_cert("client-a", KeyKind::EcP256).unwrap();
     let cert = ClientCertificate::from_der(client.cert_der.to_vec());

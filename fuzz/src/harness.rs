@@ -339,26 +339,7 @@ pub fn cnf(data: &[u8]) {
 
 /// Every forwarded-header format, with fixed header names.
 pub fn forwarded_formats() -> Vec<ForwardedFormat> {
-    vec![
-        ForwardedFormat::Nginx {
-            header: HeaderName::from_static("x-ssl-client-cert"),
-        },
-        ForwardedFormat::Xfcc { hash_only: false },
-        ForwardedFormat::Xfcc { hash_only: true },
-        ForwardedFormat::Rfc9440,
-        ForwardedFormat::Alb { passthrough: false },
-        ForwardedFormat::Alb { passthrough: true },
-        ForwardedFormat::Traefik,
-        ForwardedFormat::Base64Der {
-            header: HeaderName::from_static("x-client-cert-der"),
-        },
-        ForwardedFormat::Auth0Edge {
-            require_verified: false,
-        },
-        ForwardedFormat::Auth0Edge {
-            require_verified: true,
-        },
-    ]
+    ForwardedFormat::every(&HeaderName::from_static("x-ssl-client-cert"))
 }
 
 /// Target `forwarded`: byte 0 picks the format, byte 1 the peer (trusted or not) and whether

@@ -168,6 +168,31 @@ impl ForwardedFormat {
         }
     }
 
+    /// Every format and mode, in a fixed order, with `header` for the formats whose header you
+    /// name (nginx, base64-der) — for exhaustive tests, fuzzing and documentation.
+    pub fn every(header: &HeaderName) -> Vec<Self> {
+        vec![
+            ForwardedFormat::Nginx {
+                header: header.clone(),
+            },
+            ForwardedFormat::Xfcc { hash_only: false },
+            ForwardedFormat::Xfcc { hash_only: true },
+            ForwardedFormat::Rfc9440,
+            ForwardedFormat::Alb { passthrough: false },
+            ForwardedFormat::Alb { passthrough: true },
+            ForwardedFormat::Traefik,
+            ForwardedFormat::Base64Der {
+                header: header.clone(),
+            },
+            ForwardedFormat::Auth0Edge {
+                require_verified: false,
+            },
+            ForwardedFormat::Auth0Edge {
+                require_verified: true,
+            },
+        ]
+    }
+
     /// Parses `FORMAT[:HEADER-NAME]`, e.g. `nginx:X-SSL-Client-Cert`, `xfcc`, `rfc9440`,
     /// `alb`, `alb-passthrough`, `traefik`, `base64-der:X-Client-Cert`, `auth0-edge`,
     /// `auth0-edge-verified`, `xfcc-hash-only`.

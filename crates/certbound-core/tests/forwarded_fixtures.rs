@@ -329,23 +329,7 @@ fn trust_is_decided_before_parsing() {
 }
 
 fn all_formats() -> Vec<ForwardedFormat> {
-    vec![
-        ForwardedFormat::Nginx {
-            header: HeaderName::from_static("x-h"),
-        },
-        ForwardedFormat::Xfcc { hash_only: false },
-        ForwardedFormat::Xfcc { hash_only: true },
-        ForwardedFormat::Rfc9440,
-        ForwardedFormat::Alb { passthrough: false },
-        ForwardedFormat::Alb { passthrough: true },
-        ForwardedFormat::Traefik,
-        ForwardedFormat::Base64Der {
-            header: HeaderName::from_static("x-h"),
-        },
-        ForwardedFormat::Auth0Edge {
-            require_verified: true,
-        },
-    ]
+    ForwardedFormat::every(&HeaderName::from_static("x-h"))
 }
 
 proptest! {

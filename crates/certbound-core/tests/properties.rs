@@ -57,26 +57,7 @@ fn base_claims() -> Value {
 }
 
 fn all_formats() -> Vec<ForwardedFormat> {
-    vec![
-        ForwardedFormat::Nginx {
-            header: HeaderName::from_static("x-ssl-client-cert"),
-        },
-        ForwardedFormat::Xfcc { hash_only: false },
-        ForwardedFormat::Xfcc { hash_only: true },
-        ForwardedFormat::Rfc9440,
-        ForwardedFormat::Alb { passthrough: false },
-        ForwardedFormat::Alb { passthrough: true },
-        ForwardedFormat::Traefik,
-        ForwardedFormat::Base64Der {
-            header: HeaderName::from_static("x-client-cert"),
-        },
-        ForwardedFormat::Auth0Edge {
-            require_verified: false,
-        },
-        ForwardedFormat::Auth0Edge {
-            require_verified: true,
-        },
-    ]
+    ForwardedFormat::every(&HeaderName::from_static("x-ssl-client-cert"))
 }
 
 /// Arbitrary JSON values, a few levels deep.

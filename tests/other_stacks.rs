@@ -3,6 +3,9 @@
 //! (`examples/hyper_only.rs`). Each example's story runs here in-process — the example's own
 //! `run`, which is all its `main` does — and the table it prints is checked row by row.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Each example is its own crate with its own `mod support;`; included side by side here, the
+// shared module is loaded once per example.
+#![allow(clippy::duplicate_mod)]
 
 #[allow(dead_code)]
 #[path = "../examples/tonic_health.rs"]

@@ -224,49 +224,29 @@ async fn a_forged_header_from_an_untrusted_peer_is_refused() {
     let api = ProxiedApi::start("spoof", "base64-der:X-SSL-Client-Cert");
     let forged = base64::engine::general_purpose::STANDARD.encode(&api.pki.client_a.cert_der);
     let url = format!("http://{}/api/hello", api.addr);
+    // Client A's token, from `from`, with client A's certificate forged into the header (or not).
+    let send = |from: [u8; 4], header: Option<&str>| {
+        let client = support::http_client_from(from.into()).unwrap();
+        let mut req = client.get(&url).bearer_auth(&api.token);
+        if let Some(value) = header {
+            req = req.header("X-SSL-Client-Cert", value);
+        }
+        async move { answer(req.send().await.unwrap()).await }
+    };
     // Only 127.0.0.1/32 is trusted; this client connects from 127.0.0.2 with client A's
     // certificate in the header and client A's token — everything right but the peer.
-    let untrusted = support::http_client_from([127, 0, 0, 2].into()).unwrap();
-    let a = answer(
-        untrusted
-            .get(&url)
-            .bearer_auth(&api.token)
-            .header("X-SSL-Client-Cert", &forged)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let a = send([127, 0, 0, 2], Some(&forged)).await;
     assert_eq!(a.status, 400, "{a:?}");
     let c = a.challenge.unwrap();
     assert!(
         c.contains("error=\"invalid_request\"") && c.contains("untrusted peer"),
         "{c}"
     );
-
     // The same request from the trusted address is what a proxy would send: accepted.
-    let trusted = support::http_client_from([127, 0, 0, 1].into()).unwrap();
-    let a = answer(
-        trusted
-            .get(&url)
-            .bearer_auth(&api.token)
-            .header("X-SSL-Client-Cert", &forged)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let a = send([127, 0, 0, 1], Some(&forged)).await;
     assert_eq!(a.status, 200, "{a:?}");
     // From the untrusted address without the header: no certificate, so the bound token fails.
-    let a = answer(
-        untrusted
-            .get(&url)
-            .bearer_auth(&api.token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let a = send([127, 0, 0, 2], None).await;
     assert_eq!(a.status, 401, "{a:?}");
 }
 

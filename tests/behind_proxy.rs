@@ -95,6 +95,29 @@ fn assert_invalid_token(a: &Answer, description: &str) {
     );
 }
 
+/// The proxy program (Debian package of the same name), the example API in proxy mode taking
+/// `header_spec`, a free port for the proxy, and a directory for its files.
+fn proxy_setup(program: &str, header_spec: &str) -> (PathBuf, ProxiedApi, u16, PathBuf) {
+    let binary = require_program(program, program);
+    let api = ProxiedApi::start(program, header_spec);
+    let dir = api.dir.join(program);
+    std::fs::create_dir_all(&dir).unwrap();
+    (binary, api, free_port(), dir)
+}
+
+/// Starts the proxy in the foreground and waits until it listens on `port`.
+fn spawn_proxy(binary: &Path, args: &[&str], port: u16) -> Running {
+    let child = Command::new(binary)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let running = Running(child);
+    wait_for_port(([127, 0, 0, 1], port).into());
+    running
+}
+
 fn write(dir: &Path, name: &str, contents: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, contents).unwrap();
@@ -103,11 +126,7 @@ fn write(dir: &Path, name: &str, contents: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn nginx_forwards_the_escaped_pem() {
-    let nginx = require_program("nginx", "nginx");
-    let api = ProxiedApi::start("nginx", "nginx:X-SSL-Client-Cert");
-    let port = free_port();
-    let prefix = api.dir.join("nginx");
-    std::fs::create_dir_all(&prefix).unwrap();
+    let (nginx, api, port, prefix) = proxy_setup("nginx", "nginx:X-SSL-Client-Cert");
     // The snippet from the README: nginx terminates mTLS without checking the chain (the token
     // binding decides) and forwards the URL-escaped PEM; proxy_set_header replaces any copy the
     // client sent, and an empty value (no certificate) drops the header.
@@ -143,15 +162,11 @@ http {{
         api = api.addr,
     );
     let conf_path = write(&prefix, "nginx.conf", &conf);
-    let _nginx = Running(
-        Command::new(nginx)
-            .args(["-p", prefix.to_str().unwrap(), "-c", &conf_path])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let _nginx = spawn_proxy(
+        &nginx,
+        &["-p", prefix.to_str().unwrap(), "-c", &conf_path],
+        port,
     );
-    wait_for_port(([127, 0, 0, 1], port).into());
     api.check_three_outcomes(port).await;
 
     // A client forging the header behind nginx: nginx replaces it with the real certificate's
@@ -173,11 +188,7 @@ http {{
 
 #[tokio::test(flavor = "multi_thread")]
 async fn haproxy_forwards_base64_der() {
-    let haproxy = require_program("haproxy", "haproxy");
-    let api = ProxiedApi::start("haproxy", "base64-der:X-SSL-Client-Cert");
-    let port = free_port();
-    let dir = api.dir.join("haproxy");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (haproxy, api, port, dir) = proxy_setup("haproxy", "base64-der:X-SSL-Client-Cert");
     let combined = write(
         &dir,
         "server-combined.pem",
@@ -207,15 +218,7 @@ backend api
         api = api.addr,
     );
     let conf_path = write(&dir, "haproxy.cfg", &conf);
-    let _haproxy = Running(
-        Command::new(haproxy)
-            .args(["-db", "-f", &conf_path])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(([127, 0, 0, 1], port).into());
+    let _haproxy = spawn_proxy(&haproxy, &["-db", "-f", &conf_path], port);
     api.check_three_outcomes(port).await;
 }
 

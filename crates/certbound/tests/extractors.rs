@@ -1,13 +1,15 @@
 //! axum extractors: `VerifiedToken`, `VerifiedToken<MyClaims>`, `Option<VerifiedToken>`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::routing::get;
 use axum::Router;
 use certbound::tls::PeerCertificate;
-use certbound::{CertBound, ClientCertificate, StaticJwks, VerifiedToken};
+use certbound::{ClientCertificate, VerifiedToken};
 use certbound_core::Algorithm;
-use certbound_dev::{bound_claims, jwks_document, SigningKey};
+use certbound_dev::{bound_claims, SigningKey};
 use http::Request;
 use serde::Deserialize;
 use tower::ServiceExt;
@@ -46,13 +48,7 @@ async fn body(resp: axum::response::Response) -> String {
 #[tokio::test]
 async fn typed_custom_claims_and_optional_tokens() {
     let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
-    let auth = CertBound::builder()
-        .issuer("https://issuer.example/")
-        .audience("https://api.example")
-        .key_source(StaticJwks::from_jwks(jwks_document(&[&key]).to_string()).unwrap())
-        .build()
-        .await
-        .unwrap();
+    let auth = common::static_layer(&key).await;
     let app = Router::new()
         .route("/tenant", get(tenant))
         .layer(auth)

@@ -1,12 +1,14 @@
 //! The layer's counters, read through a real `metrics` recorder.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::convert::Infallible;
 
 use certbound::tls::PeerCertificate;
-use certbound::{CertBound, ClientCertificate, StaticJwks};
+use certbound::ClientCertificate;
 use certbound_core::Algorithm;
-use certbound_dev::{bound_claims, jwks_document, SigningKey};
+use certbound_dev::{bound_claims, SigningKey};
 use http::{Request, Response};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
@@ -19,13 +21,7 @@ async fn accepted_and_rejected_requests_are_counted_by_reason() {
     recorder.install().unwrap();
 
     let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
-    let layer = CertBound::builder()
-        .issuer("https://issuer.example/")
-        .audience("https://api.example")
-        .key_source(StaticJwks::from_jwks(jwks_document(&[&key]).to_string()).unwrap())
-        .build()
-        .await
-        .unwrap();
+    let layer = common::static_layer(&key).await;
     let service = layer.layer(service_fn(|_req: Request<String>| async {
         Ok::<_, Infallible>(Response::new(String::new()))
     }));

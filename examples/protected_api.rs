@@ -93,6 +93,10 @@ struct Args {
     /// any other peer is refused with 400 and logged.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
     trusted_proxy: Vec<IpCidr>,
+    /// With xfcc / xfcc-hash-only: how many trusted Envoy hops write an element (the edge one
+    /// with SANITIZE_SET, each further one with APPEND_FORWARD). Any other count is refused.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
+    xfcc_hops: u8,
     /// Listen without TLS (for a proxy on the same host or network); needs --client-cert-header.
     #[arg(long)]
     plain_http: bool,
@@ -317,10 +321,10 @@ fn proxy_mode(args: &Args) -> Result<Option<ForwardedCertificates>, Fatal> {
             "--client-cert-header needs at least one --trusted-proxy CIDR".into(),
         ));
     }
-    Ok(Some(ForwardedCertificates::new(
-        format,
-        args.trusted_proxy.clone(),
-    )))
+    Ok(Some(
+        ForwardedCertificates::new(format, args.trusted_proxy.clone())
+            .xfcc_hops(usize::from(args.xfcc_hops)),
+    ))
 }
 
 /// The dev issuer's signing key, kept in the dev directory so restarts keep the same `kid`.

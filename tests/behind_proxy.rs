@@ -253,6 +253,58 @@ async fn a_forged_header_from_an_untrusted_peer_is_refused() {
     assert_eq!(a.status, 401, "{a:?}");
 }
 
+/// envoyproxy/envoy#32945 over a real socket: a thief holding client A's token and a self-signed
+/// certificate whose URI or DNS SAN carries `,Hash=<A's thumbprint>` (or `,Cert=<A's PEM>`), sent
+/// through an edge Envoy that writes the header exactly as `EnvoyXfcc` does. Both XFCC modes
+/// refuse it; client A's own element is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn xfcc_san_injection_does_not_bind_a_stolen_token() {
+    use certbound_dev::envoy::{self_signed_client_with_sans, url_encode, EnvoyXfcc};
+    use certbound_dev::KeyKind;
+
+    for (spec, envoy) in [
+        (
+            "xfcc-hash-only",
+            EnvoyXfcc::mesh("spiffe://cluster.local/ns/edge"),
+        ),
+        (
+            "xfcc",
+            EnvoyXfcc::with_cert("spiffe://cluster.local/ns/edge"),
+        ),
+    ] {
+        let api = ProxiedApi::start(spec, spec);
+        let victim = &api.pki.client_a;
+        let hex = common::thumbprint(victim).to_hex();
+        let pem = url_encode(&victim.cert_pem);
+        let url = format!("http://{}/api/hello", api.addr);
+        let client = support::http_client_from([127, 0, 0, 1].into()).unwrap();
+        let send = |xfcc: String| {
+            let req = client
+                .get(&url)
+                .bearer_auth(&api.token)
+                .header("x-forwarded-client-cert", xfcc);
+            async move { answer(req.send().await.unwrap()).await }
+        };
+        let honest = send(envoy.element(victim)).await;
+        assert_eq!(honest.status, 200, "{spec}: {honest:?}");
+        for (uris, dns) in [
+            (vec![format!("urn:x,Hash={hex}")], vec![]),
+            (vec![format!("urn:x;Hash={hex}")], vec![]),
+            (vec![format!("urn:x,Cert={pem}")], vec![]),
+            (vec![], vec![format!("evil.example,Hash={hex}")]),
+        ] {
+            let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+            let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+            let thief =
+                self_signed_client_with_sans("thief", KeyKind::EcP256, &uris, &dns).unwrap();
+            let a = send(envoy.element(&thief)).await;
+            assert_eq!(a.status, 400, "{spec} {uris:?} {dns:?}: {a:?}");
+            let c = a.challenge.unwrap();
+            assert!(c.contains("error=\"invalid_request\""), "{c}");
+        }
+    }
+}
+
 /// `$ssl_client_escaped_cert`-style escaping, for forging the header.
 fn urlencode_all(s: &str) -> String {
     s.bytes()

@@ -410,6 +410,33 @@ pub fn forwarded(data: &[u8]) {
     }
     // Same input, same answer.
     assert_eq!(source.extract(&headers, peer), result);
+    // XFCC (one trusted hop): a thumbprint comes only from a value with exactly one element —
+    // no comma outside a quoted value — and one Hash/Cert at most (SAN injection, envoy#32945).
+    if let (ForwardedFormat::Xfcc { .. }, Ok(Some(_))) = (&format, result) {
+        let text = value.to_str().expect("accepted value is ASCII");
+        let (mut quoted, mut escaped, mut pairs) = (false, false, vec![String::new()]);
+        for c in text.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => panic!("accepted an XFCC value with two elements: {text:.200}"),
+                ';' if !quoted => pairs.push(String::new()),
+                _ if !quoted => pairs.last_mut().expect("one").push(c.to_ascii_lowercase()),
+                _ => {}
+            }
+        }
+        for key in ["hash=", "cert="] {
+            let n = pairs
+                .iter()
+                .filter(|p| p.trim_start().starts_with(key))
+                .count();
+            assert!(
+                n <= 1,
+                "accepted an XFCC element with {n}× {key}: {text:.200}"
+            );
+        }
+    }
     // A base64-DER header yields exactly the thumbprint of the bytes it carries.
     if let (ForwardedFormat::Base64Der { .. }, Ok(Some(tp))) = (&format, result) {
         let der = STANDARD

@@ -39,11 +39,12 @@ pub const DEFAULT_MAX_HEADER_LEN: usize = 16 * 1024;
 
 /// An IPv4 or IPv6 network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is a
 /// single host).
+///
+/// IPv4-mapped IPv6 networks (`::ffff:10.0.0.0/104`) are the IPv4 networks they denote
+/// (`10.0.0.0/8`): a dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`, and both
+/// spellings match them. Wider IPv6 networks (`::/0`) match IPv6 peers only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpCidr {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct IpCidr(ipnet::IpNet);
 
 /// Why a CIDR string did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,58 +52,58 @@ pub struct IpCidr {
 pub struct CidrError(String);
 
 impl IpCidr {
-    /// Whether `ip` is inside this network. IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) match
-    /// IPv4 networks.
+    /// Whether `ip` is inside this network. IPv4-mapped IPv6 peers (`::ffff:a.b.c.d`) are
+    /// IPv4 peers.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&canonical(ip))
+    }
+}
+
+/// `::ffff:a.b.c.d` → `a.b.c.d`; every other address unchanged.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
     }
 }
 
 impl FromStr for IpCidr {
     type Err = CidrError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || CidrError(s.to_owned());
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| err())?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().map_err(|_| err())?
+        let syntax = || CidrError(s.to_owned());
+        // ipnet accepts a few spellings we do not want (a sign or leading zeros in the prefix).
+        if let Some((_, prefix)) = s.split_once('/') {
+            if prefix.is_empty()
+                || !prefix.bytes().all(|b| b.is_ascii_digit())
+                || (prefix.len() > 1 && prefix.starts_with('0'))
+            {
+                return Err(syntax());
             }
-            Some(_) => return Err(err()),
-        };
-        if prefix > max {
-            return Err(err());
         }
-        Ok(Self { addr, prefix })
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => ipnet::IpNet::from(s.parse::<IpAddr>().map_err(|_| syntax())?),
+        };
+        // Every network whose address is IPv4-mapped has a prefix of at least 96.
+        let net = match (net, net.network()) {
+            (ipnet::IpNet::V6(v6), IpAddr::V6(network)) => match network.to_ipv4_mapped() {
+                Some(v4) => v6
+                    .prefix_len()
+                    .checked_sub(96)
+                    .and_then(|prefix| ipnet::Ipv4Net::new(v4, prefix).ok())
+                    .map(ipnet::IpNet::V4)
+                    .ok_or_else(syntax)?,
+                None => net,
+            },
+            _ => net,
+        };
+        Ok(Self(net.trunc()))
     }
 }
 
 impl fmt::Display for IpCidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -115,9 +116,12 @@ pub enum ForwardedFormat {
         /// The header nginx sets (`proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;`).
         header: HeaderName,
     },
-    /// Envoy / Istio `x-forwarded-client-cert`: the rightmost element (added by the trusted hop);
-    /// `Cert=` URL-encoded PEM; `Hash=` hex SHA-256, which must agree with `Cert` when both are
-    /// present and is used alone only when `hash_only` is set.
+    /// Envoy / Istio `x-forwarded-client-cert`: exactly one element by default (what an edge
+    /// Envoy with `forward_client_cert_details: SANITIZE_SET` writes), or exactly as many as
+    /// [`ForwardedCertificates::xfcc_hops`] says, the client's being the first; `Cert=`
+    /// URL-encoded PEM; `Hash=` hex SHA-256, which must agree with `Cert` when both are present
+    /// and is used alone only when `hash_only` is set. A repeated `Cert`/`Hash` is malformed.
+    /// `URI`, `DNS` and `Subject` come from the client's certificate and are never trusted.
     Xfcc {
         /// Accept an element with `Hash=` and no `Cert=`.
         hash_only: bool,
@@ -237,6 +241,7 @@ pub struct ForwardedCertificates {
     header: HeaderName,
     trusted: Vec<IpCidr>,
     max_len: usize,
+    xfcc_hops: usize,
 }
 
 /// A forwarded header from an untrusted peer, or a malformed one: the rejection, with the detail
@@ -252,7 +257,19 @@ impl ForwardedCertificates {
             header,
             trusted,
             max_len: DEFAULT_MAX_HEADER_LEN,
+            xfcc_hops: 1,
         }
+    }
+
+    /// For [`ForwardedFormat::Xfcc`]: how many trusted Envoy hops write an element (default 1,
+    /// at least 1). The edge one must use `SANITIZE_SET` (it drops what the client sent and
+    /// writes the client's element); each further trusted hop with `APPEND_FORWARD` appends its
+    /// own. A header with any other number of elements is malformed — a client certificate
+    /// whose SAN contains a comma adds one — and the client's certificate is taken from the
+    /// first element.
+    pub fn xfcc_hops(mut self, hops: usize) -> Self {
+        self.xfcc_hops = hops.max(1);
+        self
     }
 
     /// Largest accepted header value in bytes (default 16 KiB).
@@ -278,7 +295,8 @@ impl ForwardedCertificates {
 
     /// The thumbprint of the forwarded client certificate.
     ///
-    /// - no header → `Ok(None)` (the client presented no certificate);
+    /// - no header, or an empty (or whitespace-only) value from a trusted proxy → `Ok(None)` (the
+    ///   client presented no certificate; Caddy sends an empty value then);
     /// - the header from a peer outside the trusted networks (or an unknown peer) →
     ///   [`Rejection::UntrustedForwardedCertificate`];
     /// - repeated, oversized or badly encoded → [`Rejection::MalformedForwardedCertificate`];
@@ -297,6 +315,9 @@ impl ForwardedCertificates {
             return Err(malformed);
         }
         let value = value.to_str().map_err(|_| malformed)?;
+        if value.trim_matches([' ', '\t']).is_empty() {
+            return Ok(None);
+        }
         match &self.format {
             ForwardedFormat::Nginx { .. } | ForwardedFormat::Alb { .. } => {
                 leaf_from_escaped_pem(value).map(Some)
@@ -312,7 +333,7 @@ impl ForwardedCertificates {
                 }
                 leaf_from_escaped_pem(value).map(Some)
             }
-            ForwardedFormat::Xfcc { hash_only } => xfcc(value, *hash_only),
+            ForwardedFormat::Xfcc { hash_only } => xfcc(value, *hash_only, self.xfcc_hops),
             ForwardedFormat::Rfc9440 => rfc9440(value).map(Some),
             ForwardedFormat::Traefik => {
                 let leaf = value.split(',').next().unwrap_or_default().trim();
@@ -423,74 +444,138 @@ fn rfc9440(value: &str) -> Result<Thumbprint, Rejection> {
     thumbprint_of_der(&der)
 }
 
-/// Splits `s` on `sep` outside double quotes (XFCC §: values with `,;=` are quoted, `\"` escaped).
-fn split_unquoted(s: &str, sep: u8) -> Option<Vec<&str>> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
-    for (i, b) in s.bytes().enumerate() {
-        match b {
-            _ if escaped => escaped = false,
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            _ if b == sep && !quoted => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if quoted {
-        return None;
-    }
-    parts.push(&s[start..]);
-    Some(parts)
+/// One `key=value` pair of an XFCC element, the value unquoted.
+struct XfccPair<'a> {
+    key: &'a str,
+    value: std::borrow::Cow<'a, str>,
 }
 
-fn unquote(v: &str) -> Option<String> {
-    let Some(inner) = v.strip_prefix('"') else {
-        return Some(v.to_owned());
-    };
-    let inner = inner.strip_suffix('"')?;
+/// Envoy's `x-forwarded-client-cert`, parsed strictly into elements of pairs.
+///
+/// Grammar (Envoy's documentation): elements separated by `,`, pairs by `;`, `key=value`; a
+/// value containing `,`, `;` or `=` is double-quoted with `\"` escapes. Envoy writes the URI
+/// and DNS SANs *unquoted*, so a certificate whose SAN contains `,` or `;` adds elements or
+/// pairs of the client's choosing. Hence: a `"` anywhere but around a whole value is malformed
+/// (it could hide separators), and the callers refuse a repeated `Hash`/`Cert` and any element
+/// count other than the configured one.
+fn xfcc_elements(value: &str) -> Option<Vec<Vec<XfccPair<'_>>>> {
+    let bytes = value.as_bytes();
+    let mut elements = vec![Vec::new()];
+    let mut i = 0;
+    loop {
+        // Optional whitespace, then a pair (or an empty one, which we skip).
+        while bytes.get(i).is_some_and(|b| *b == b' ' || *b == b'\t') {
+            i += 1;
+        }
+        match bytes.get(i) {
+            None => break,
+            Some(b';') => {
+                i += 1;
+                continue;
+            }
+            Some(b',') => {
+                elements.push(Vec::new());
+                i += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let key_start = i;
+        while bytes
+            .get(i)
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        {
+            i += 1;
+        }
+        if i == key_start || bytes.get(i) != Some(&b'=') {
+            return None;
+        }
+        let key = value.get(key_start..i)?;
+        i += 1;
+        let pair_value = if bytes.get(i) == Some(&b'"') {
+            i += 1;
+            let start = i;
+            let mut escaped = false;
+            loop {
+                match bytes.get(i)? {
+                    _ if escaped => escaped = false,
+                    b'\\' => escaped = true,
+                    b'"' => break,
+                    _ => {}
+                }
+                i += 1;
+            }
+            let inner = value.get(start..i)?;
+            i += 1; // the closing quote
+            unescape(inner)?
+        } else {
+            let start = i;
+            while bytes
+                .get(i)
+                .is_some_and(|b| !matches!(b, b',' | b';' | b'"'))
+            {
+                i += 1;
+            }
+            if bytes.get(i) == Some(&b'"') {
+                return None; // a quote inside an unquoted value
+            }
+            std::borrow::Cow::Borrowed(value.get(start..i)?.trim_end_matches([' ', '\t']))
+        };
+        // After a value: whitespace, then a separator or the end.
+        while bytes.get(i).is_some_and(|b| *b == b' ' || *b == b'\t') {
+            i += 1;
+        }
+        if !matches!(bytes.get(i), None | Some(b',' | b';')) {
+            return None;
+        }
+        elements.last_mut()?.push(XfccPair {
+            key,
+            value: pair_value,
+        });
+    }
+    Some(elements)
+}
+
+fn unescape(inner: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !inner.contains('\\') {
+        return Some(std::borrow::Cow::Borrowed(inner));
+    }
     let mut out = String::with_capacity(inner.len());
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
-        if c == '\\' {
-            out.push(chars.next()?);
-        } else {
-            out.push(c);
-        }
+        out.push(if c == '\\' { chars.next()? } else { c });
     }
-    Some(out)
+    Some(std::borrow::Cow::Owned(out))
 }
 
-/// Envoy's `x-forwarded-client-cert`: the rightmost element is the one our trusted hop added.
-fn xfcc(value: &str, hash_only: bool) -> ForwardedResult {
+/// Envoy's `x-forwarded-client-cert`. The header must hold exactly `hops` elements — one per
+/// trusted Envoy that wrote or appended one, the outermost (edge) one using `SANITIZE_SET` —
+/// and the client's certificate is in the first: the element the edge wrote. A count is never
+/// taken from the value itself, because a client's certificate SAN can add commas.
+fn xfcc(value: &str, hash_only: bool, hops: usize) -> ForwardedResult {
     let malformed = Rejection::MalformedForwardedCertificate;
-    let elements = split_unquoted(value, b',').ok_or(malformed)?;
-    let element = elements.last().copied().unwrap_or_default();
+    let elements = xfcc_elements(value).ok_or(malformed)?;
+    if elements.len() != hops {
+        return Err(malformed);
+    }
+    let element = elements.first().ok_or(malformed)?;
     let (mut cert, mut hash) = (None, None);
-    for pair in split_unquoted(element, b';').ok_or(malformed)? {
-        let pair = pair.trim();
-        if pair.is_empty() {
-            continue;
-        }
-        let (key, raw) = pair.split_once('=').ok_or(malformed)?;
-        let value = unquote(raw).ok_or(malformed)?;
-        let slot = if key.eq_ignore_ascii_case("cert") {
+    for pair in element {
+        let slot = if pair.key.eq_ignore_ascii_case("cert") {
             &mut cert
-        } else if key.eq_ignore_ascii_case("hash") {
+        } else if pair.key.eq_ignore_ascii_case("hash") {
             &mut hash
         } else {
             continue;
         };
-        if slot.replace(value).is_some() {
-            return Err(malformed); // Cert= or Hash= twice in one element
+        if slot.replace(&pair.value).is_some() {
+            return Err(malformed); // Cert= or Hash= twice in one element: a SAN injection
         }
     }
     let from_hash = hash
-        .map(|h| Thumbprint::from_hex(&h).map_err(|_| malformed))
+        .map(|h| Thumbprint::from_hex(h).map_err(|_| malformed))
         .transpose()?;
-    let from_cert = cert.map(|c| leaf_from_escaped_pem(&c)).transpose()?;
+    let from_cert = cert.map(|c| leaf_from_escaped_pem(c)).transpose()?;
     match (from_cert, from_hash) {
         (Some(c), Some(h)) if c == h => Ok(Some(c)),
         (Some(_), Some(_)) => Err(malformed),
@@ -553,13 +638,29 @@ mod tests {
     }
 
     #[test]
-    fn xfcc_quoting() {
+    fn xfcc_grammar() {
+        let parsed = xfcc_elements(r#"By=a;Subject="CN=x,O=\"y;z\"";URI=u,Hash=h"#).unwrap();
+        assert_eq!(parsed.len(), 2);
+        let first: Vec<(&str, &str)> = parsed[0].iter().map(|p| (p.key, &*p.value)).collect();
         assert_eq!(
-            split_unquoted(r#"By=a;Subject="CN=x,O=\"y;z\"";URI=u"#, b';').unwrap(),
-            vec!["By=a", r#"Subject="CN=x,O=\"y;z\"""#, "URI=u"]
+            first,
+            vec![("By", "a"), ("Subject", r#"CN=x,O="y;z""#), ("URI", "u")]
         );
-        assert_eq!(unquote(r#""a\"b""#).unwrap(), "a\"b");
-        assert!(split_unquoted(r#"a="unterminated"#, b';').is_none());
+        assert_eq!(parsed[1][0].key, "Hash");
+        // Quotes anywhere but around a whole value could hide separators.
+        for bad in [
+            r#"a="unterminated"#,
+            r#"URI=urn:"x"#,
+            r#"URI=urn:x";Hash=1"#,
+            r#"Subject="a"b;Hash=1"#,
+            "=value",
+            "novalue",
+            "Hash",
+        ] {
+            assert!(xfcc_elements(bad).is_none(), "{bad}");
+        }
+        assert_eq!(xfcc_elements("").unwrap().len(), 1);
+        assert_eq!(xfcc_elements("Hash=1;;URI=").unwrap()[0].len(), 2);
     }
 
     #[test]

@@ -306,6 +306,22 @@ fn regenerate_fuzz_keys_and_seeds() {
         format!("\x09\x03{}\nFAILED: self signed", escape(&pem, b"")).as_bytes(),
     );
 
+    // envoyproxy/envoy#32945: what Envoy writes for a certificate whose URI or DNS SAN carries
+    // another element or pair (the victim's Hash/Cert); all must be refused.
+    let attacker = "ab".repeat(32);
+    let victim_cert = escape(&pem, b"");
+    for (name, selector, value) in [
+        ("xfcc-san-uri-hash", 2u8, format!("By=spiffe://edge;Hash={attacker};Subject=\"CN=m\";URI=urn:x,Hash={hex}")),
+        ("xfcc-san-uri-hash-pair", 2, format!("By=spiffe://edge;Hash={attacker};Subject=\"CN=m\";URI=urn:x;Hash={hex}")),
+        ("xfcc-san-uri-cert", 1, format!("By=spiffe://edge;Hash={attacker};Cert=\"{victim_cert}\";Subject=\"CN=m\";URI=urn:x,Cert={victim_cert}")),
+        ("xfcc-san-dns-hash", 2, format!("By=spiffe://edge;Hash={attacker};Subject=\"CN=m\";URI=;DNS=a.example,Hash={hex}")),
+        ("xfcc-san-quote", 2, format!("By=spiffe://edge;Hash={attacker};Subject=\"CN=m\";URI=urn:\",Hash={hex};DNS=x\"")),
+    ] {
+        let mut data = vec![selector, 3];
+        data.extend(value.as_bytes());
+        seed("forwarded", name, &data);
+    }
+
     // jwks
     seed("jwks", "real", jwks_text.as_bytes());
     seed("jwks", "compact", jwks.to_string().as_bytes());

@@ -151,21 +151,34 @@ fn alb_keeps_plus_literal() {
 }
 
 #[test]
-fn xfcc_rightmost_element_cert_and_hash() {
+fn xfcc_one_element_cert_and_hash() {
     for f in fixtures() {
         let src = source(ForwardedFormat::Xfcc { hash_only: false });
         let hex = f.tp().to_hex();
         let cert = escape_all(&f.leaf.cert_pem);
-        // A client-supplied element first (what FORWARD_ONLY passes through), ours last.
-        let forged = "By=spiffe://evil;Hash=00;Cert=\"junk\"";
         let ours = format!(
             "By=spiffe://cluster.local/ns/api/sa/api;Hash={hex};Cert=\"{cert}\";Subject=\"CN=client,O=\\\"Acme; Inc\\\"\";URI=;DNS=a.example;DNS=b.example"
         );
-        let h = headers(&[(
-            "x-forwarded-client-cert",
-            &format!("{forgeable},{ours}", forgeable = forged),
-        )]);
+        let h = headers(&[("x-forwarded-client-cert", &ours)]);
         assert_eq!(src.extract(&h, peer(PROXY)), Ok(Some(f.tp())));
+        // A client-supplied element before ours (an edge that does not sanitize): the count is
+        // wrong, so nothing is taken from it — neither element.
+        let forged = "By=spiffe://evil;Hash=00;Cert=\"junk\"";
+        let h = headers(&[("x-forwarded-client-cert", &format!("{forged},{ours}"))]);
+        assert_eq!(
+            src.extract(&h, peer(PROXY)),
+            Err(Rejection::MalformedForwardedCertificate)
+        );
+        // Two trusted hops configured: the edge's element (the client's) is the first.
+        let two = source(ForwardedFormat::Xfcc { hash_only: false }).xfcc_hops(2);
+        let hop = "By=spiffe://cluster.local/ns/api;Hash=0000000000000000000000000000000000000000000000000000000000000000;Subject=\"CN=edge\";URI=spiffe://cluster.local/ns/edge";
+        let h = headers(&[("x-forwarded-client-cert", &format!("{ours},{hop}"))]);
+        assert_eq!(two.extract(&h, peer(PROXY)), Ok(Some(f.tp())));
+        let h = headers(&[("x-forwarded-client-cert", &ours)]);
+        assert_eq!(
+            two.extract(&h, peer(PROXY)),
+            Err(Rejection::MalformedForwardedCertificate)
+        );
         // Keys are case-insensitive.
         let h = headers(&[(
             "x-forwarded-client-cert",
@@ -176,6 +189,15 @@ fn xfcc_rightmost_element_cert_and_hash() {
         let h = headers(&[(
             "x-forwarded-client-cert",
             &format!("Hash={};Cert={cert}", "ab".repeat(32)),
+        )]);
+        assert_eq!(
+            src.extract(&h, peer(PROXY)),
+            Err(Rejection::MalformedForwardedCertificate)
+        );
+        // A repeated key is malformed, even when both copies agree.
+        let h = headers(&[(
+            "x-forwarded-client-cert",
+            &format!("Hash={hex};Hash={hex};Cert={cert}"),
         )]);
         assert_eq!(
             src.extract(&h, peer(PROXY)),
@@ -192,6 +214,140 @@ fn xfcc_rightmost_element_cert_and_hash() {
         // An element with neither: no client certificate.
         let h = headers(&[("x-forwarded-client-cert", "By=spiffe://x;URI=spiffe://y")]);
         assert_eq!(src.extract(&h, peer(PROXY)), Ok(None));
+    }
+}
+
+/// envoyproxy/envoy#32945: Envoy writes URI and DNS SANs unquoted, so a self-signed client
+/// certificate whose SAN carries `,Hash=<victim>` or `,Cert=<victim>` (or `;…`) makes Envoy
+/// itself write the victim's thumbprint into the header. The headers here are what Envoy writes
+/// for real rcgen certificates with such SANs; every one is refused in both modes.
+#[test]
+fn xfcc_san_injection_is_refused() {
+    use certbound_dev::envoy::{self_signed_client_with_sans, EnvoyXfcc};
+
+    let ca = DevCa::new("victim CA").unwrap();
+    let victim = ca.client_cert("victim", KeyKind::EcP256).unwrap();
+    let victim_tp = Thumbprint::of_der(&victim.cert_der);
+    let victim_hex = victim_tp.to_hex();
+    let victim_cert = certbound_dev::envoy::url_encode(&victim.cert_pem);
+    let injections: Vec<(Vec<String>, Vec<String>)> = vec![
+        (vec![format!("urn:x,Hash={victim_hex}")], vec![]),
+        (vec![format!("urn:x;Hash={victim_hex}")], vec![]),
+        (vec![format!("urn:x,Cert={victim_cert}")], vec![]),
+        (vec![format!("urn:x;Cert={victim_cert}")], vec![]),
+        (
+            vec![format!("urn:x,By=y;Hash={victim_hex};Cert={victim_cert}")],
+            vec![],
+        ),
+        (vec![], vec![format!("x.example,Hash={victim_hex}")]),
+        (vec![], vec![format!("x.example;Hash={victim_hex}")]),
+        (vec![], vec![format!("x.example,Cert={victim_cert}")]),
+        // Quotes that would hide separators or re-balance a later quoted value.
+        (
+            vec![format!("urn:\",Hash={victim_hex}")],
+            vec!["x\"".to_owned()],
+        ),
+    ];
+    let by = "spiffe://cluster.local/ns/edge/sa/gateway";
+    for (uris, dns) in &injections {
+        let uris: Vec<&str> = uris.iter().map(String::as_str).collect();
+        let dns: Vec<&str> = dns.iter().map(String::as_str).collect();
+        let mallory =
+            self_signed_client_with_sans("mallory", KeyKind::EcP256, &uris, &dns).unwrap();
+        for (envoy, hash_only) in [
+            (EnvoyXfcc::mesh(by), true),
+            (EnvoyXfcc::with_cert(by), false),
+            (EnvoyXfcc::with_cert(by), true),
+        ] {
+            let element = envoy.element(&mallory);
+            let h = headers(&[("x-forwarded-client-cert", &element)]);
+            let got = source(ForwardedFormat::Xfcc { hash_only }).extract(&h, peer(PROXY));
+            assert_ne!(got, Ok(Some(victim_tp)), "{element:.120}");
+            assert_eq!(
+                got,
+                Err(Rejection::MalformedForwardedCertificate),
+                "{element:.120}"
+            );
+        }
+    }
+    // A certificate with ordinary SANs is read as itself, in both modes.
+    let honest = self_signed_client_with_sans(
+        "alice",
+        KeyKind::EcP256,
+        &["spiffe://example.org/alice"],
+        &["alice.example", "alice2.example"],
+    )
+    .unwrap();
+    for (envoy, hash_only) in [
+        (EnvoyXfcc::mesh(by), true),
+        (EnvoyXfcc::with_cert(by), false),
+    ] {
+        let h = headers(&[("x-forwarded-client-cert", &envoy.element(&honest))]);
+        assert_eq!(
+            source(ForwardedFormat::Xfcc { hash_only }).extract(&h, peer(PROXY)),
+            Ok(Some(Thumbprint::of_der(&honest.cert_der)))
+        );
+    }
+}
+
+/// Caddy sends an empty value when the client has no certificate: that is "no certificate" in
+/// every format, never a malformed header. From an untrusted peer the header is still refused.
+#[test]
+fn empty_values_mean_no_certificate() {
+    let header = HeaderName::from_static("x-client-cert");
+    for format in ForwardedFormat::every(&header) {
+        let src = source(format.clone());
+        for empty in ["", " ", "\t", "  \t "] {
+            let mut h = headers(&[(format.header().as_str(), empty)]);
+            h.insert(
+                "client-certificate-ca-verified",
+                HeaderValue::from_static("SUCCESS"),
+            );
+            assert_eq!(
+                src.extract(&h, peer(PROXY)),
+                Ok(None),
+                "{format:?} {empty:?}"
+            );
+            assert_eq!(
+                src.extract(&h, peer("192.0.2.1")),
+                Err(Rejection::UntrustedForwardedCertificate),
+                "{format:?}"
+            );
+        }
+    }
+}
+
+/// `::ffff:10.0.0.0/104` is `10.0.0.0/8`: it matches IPv4 peers in both spellings.
+#[test]
+fn ipv4_mapped_cidrs_match_ipv4_peers() {
+    let mapped: IpCidr = "::ffff:10.0.0.0/104".parse().unwrap();
+    assert_eq!(mapped, "10.0.0.0/8".parse::<IpCidr>().unwrap());
+    assert_eq!(mapped.to_string(), "10.0.0.0/8");
+    for ip in ["10.1.2.3", "::ffff:10.1.2.3"] {
+        assert!(mapped.contains(ip.parse().unwrap()), "{ip}");
+    }
+    assert!(!mapped.contains("11.0.0.1".parse().unwrap()));
+    let host: IpCidr = "::ffff:127.0.0.1".parse().unwrap();
+    assert!(host.contains("127.0.0.1".parse().unwrap()));
+    assert!(!host.contains("127.0.0.2".parse().unwrap()));
+    let src = ForwardedCertificates::new(
+        ForwardedFormat::Rfc9440,
+        vec!["::ffff:10.0.0.0/120".parse().unwrap()],
+    );
+    assert!(src.is_trusted(peer("10.0.0.7")));
+    assert!(src.is_trusted(peer("::ffff:10.0.0.7")));
+    assert!(!src.is_trusted(peer("10.0.1.7")));
+    // A whole-IPv6 network matches IPv6 peers only.
+    let all6: IpCidr = "::/0".parse().unwrap();
+    assert!(all6.contains("2001:db8::1".parse().unwrap()));
+    assert!(!all6.contains("10.0.0.1".parse().unwrap()));
+    for bad in [
+        "::ffff:10.0.0.0/129",
+        "10.0.0.0/08",
+        "10.0.0.0/+8",
+        "10.0.0.0/",
+    ] {
+        assert!(bad.parse::<IpCidr>().is_err(), "{bad}");
     }
 }
 

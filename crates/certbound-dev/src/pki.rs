@@ -36,7 +36,7 @@ pub enum KeyKind {
 }
 
 impl KeyKind {
-    fn generate(self) -> Result<KeyPair, rcgen::Error> {
+    pub(crate) fn generate(self) -> Result<KeyPair, rcgen::Error> {
         match self {
             KeyKind::Rsa2048 => {
                 KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
@@ -69,7 +69,7 @@ pub struct CertAndKey {
 }
 
 impl CertAndKey {
-    fn new(cert: rcgen::Certificate, key: &KeyPair) -> Self {
+    pub(crate) fn new(cert: rcgen::Certificate, key: &KeyPair) -> Self {
         Self {
             cert_der: cert.der().clone(),
             cert_pem: cert.pem(),
@@ -168,7 +168,7 @@ impl DevCa {
     }
 }
 
-fn client_params(cn: &str) -> Result<CertificateParams, DevError> {
+pub(crate) fn client_params(cn: &str) -> Result<CertificateParams, DevError> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = dn(cn);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];

@@ -194,17 +194,16 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
             }
         }
         assert_eq!(claims.alg(), alg);
-        let binding = BindingPolicy::Required.check(claims.binding(), Some(&f.presented));
+        let confirmation = claims.confirmation();
+        let binding = confirmation.check(BindingPolicy::Required, Some(&f.presented));
         assert_eq!(
             binding.is_ok(),
-            claims.binding() == Some(&f.presented),
+            confirmation.certificate() == Some(&f.presented)
+                && confirmation.jwk_thumbprint().is_none(),
             "binding decision disagrees with the thumbprints"
         );
         assert!(
-            claims.binding().is_none()
-                || BindingPolicy::IfBound
-                    .check(claims.binding(), None)
-                    .is_err(),
+            !confirmation.is_bound() || confirmation.check(BindingPolicy::IfBound, None).is_err(),
             "a bound token passed without a certificate"
         );
     }
@@ -264,8 +263,8 @@ fn check_accepted_claims(
         },
         Some(other) => panic!("non-object cnf accepted: {other}"),
     };
-    assert_eq!(claims.binding(), cnf_tp.as_ref());
-    if let Some(tp) = claims.binding() {
+    assert_eq!(claims.confirmation().certificate(), cnf_tp.as_ref());
+    if let Some(tp) = claims.confirmation().certificate() {
         assert_eq!(
             Some(tp.to_string().as_str()),
             c["cnf"]["x5t#S256"].as_str(),

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use certbound::{BindingPolicy, CertBound, Rejection, StaticJwks, Thumbprint, VerifiedToken};
 use certbound_core::jose::parse_object;
-use certbound_core::{UnverifiedToken, DEFAULT_LEEWAY};
+use certbound_core::{Confirmation, UnverifiedToken, DEFAULT_LEEWAY};
 use serde_json::{Map, Value};
 
 use crate::certs::{self, Cert};
@@ -108,7 +108,10 @@ pub(crate) fn run(args: Args) -> Outcome {
         Some(path) => Some((path.clone(), certs::load(path)?)),
         None => None,
     };
-    let binding: BindingPolicy = args.binding.parse().map_err(Fatal)?;
+    let binding: BindingPolicy = args
+        .binding
+        .parse()
+        .map_err(|e: certbound_core::BindingPolicyError| Fatal(e.to_string()))?;
     let jwks_ca =
         match &args.jwks_ca {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
@@ -408,14 +411,13 @@ fn show_binding(
         return None;
     }
     println!();
-    let bound = match cx.bound {
-        Bound::Unknown => None,
+    match cx.bound {
+        Bound::Unknown => {}
         Bound::To(tp) => {
             row(
                 "binding",
                 format!("token is bound to       {tp}   (cnf.x5t#S256)"),
             );
-            Some(Some(tp))
         }
         Bound::Not(others) => {
             let others = if others.is_empty() {
@@ -427,13 +429,11 @@ fn show_binding(
                 "binding",
                 format!("token is NOT bound: no cnf.\"x5t#S256\" (a plain bearer token{others})"),
             );
-            Some(None)
         }
         Bound::Malformed(why) => {
             row("binding", format!("malformed binding: {why}"));
-            None
         }
-    };
+    }
     let label = if matches!(cx.bound, Bound::Unknown) {
         "binding"
     } else {
@@ -462,13 +462,11 @@ fn show_binding(
         }
         _ => row(label, "certificate             none given (--cert CERT)"),
     }
-    let decision = match cx.bound {
-        Bound::Unknown => return None,
-        Bound::Malformed(_) => Err(Rejection::MalformedBinding),
-        // Bound only by a method the layer cannot verify (e.g. DPoP `jkt`): refused, as the
-        // layer's `BindingPolicy::check_claims` does.
-        Bound::Not(others) if !others.is_empty() => Err(Rejection::UnsupportedBinding),
-        _ => policy.check(bound.flatten(), presented.map(|c| &c.thumbprint)),
+    // The decision is certbound-core's own (Confirmation::check), never re-implemented here.
+    let decision = match (cx.bound, cx.claims) {
+        (Bound::Unknown, _) | (_, None) => return None,
+        (_, Some(claims)) => Confirmation::from_cnf(claims.get("cnf"))
+            .and_then(|cnf| cnf.check(policy, presented.map(|c| &c.thumbprint))),
     };
     match (&decision, cx.bound) {
         (Ok(()), Bound::To(_)) => more("=> match: the token is bound to this certificate"),

@@ -7,25 +7,34 @@
 //! issuer with an allowed algorithm, issued by that issuer for this audience, within its
 //! lifetime, and bound (`cnf."x5t#S256"`) to the certificate the client presented.
 //!
+//! The [`Verifier`] makes the whole decision, exactly as the certbound layer does: it asks for
+//! the key it needs ([`Step::NeedKey`]); the driver looks the key up — here in a [`KeySet`],
+//! in the layer in the issuer's cached JWKS — and resumes.
+//!
 //! ```
-//! use certbound_core::{
-//!     bearer_token, BindingPolicy, KeySet, Rejection, Thumbprint, TokenPolicy, UnverifiedToken,
-//! };
+//! use std::sync::Arc;
+//! use certbound_core::{BindingPolicy, KeySet, Rejection, Step, Thumbprint, TokenPolicy, Verifier};
 //! use http::HeaderMap;
 //!
 //! let policy = TokenPolicy::new("https://issuer.example/", "https://api.example");
+//! let verifier = Verifier::new(vec![policy], BindingPolicy::Required).unwrap();
 //! let keys = KeySet::default(); // normally from a JWKS document: KeySet::from_jwks(bytes)
 //!
 //! let mut headers = HeaderMap::new();
 //! headers.insert("authorization", "Bearer eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0.e30.c2ln".parse().unwrap());
 //! let presented = Thumbprint::of_der(b"the client's leaf certificate DER");
+//! let now = 1_800_000_000; // the driver's clock; tests pass a fixed one
 //!
-//! let decide = || -> Result<(), Rejection> {
-//!     let token = UnverifiedToken::parse(bearer_token(&headers, 16 * 1024)?)?;
-//!     let alg = policy.check_header(token.header())?;
-//!     let key = keys.get(token.header().kid(), alg)?;
-//!     let claims = policy.verify(token, alg, key, 1_800_000_000)?;
-//!     BindingPolicy::Required.check(claims.binding(), Some(&presented))
+//! let decide = || -> Result<_, Rejection> {
+//!     let credentials = verifier.credentials(&headers)?;
+//!     match verifier.verify(credentials, Some(presented), now) {
+//!         Step::Accept(accepted) => Ok(accepted),
+//!         Step::Reject(rejection) => Err(rejection),
+//!         Step::NeedKey(need) => {
+//!             let key = keys.get(need.kid(), need.alg()).map(Arc::clone);
+//!             need.resume(key.map_err(Rejection::from))
+//!         }
+//!     }
 //! };
 //! // This key set is empty, so the kid is unknown: 401 invalid_token.
 //! let rejection = decide().unwrap_err();
@@ -37,22 +46,26 @@
 
 pub mod bearer;
 pub mod certificate;
+pub mod confirmation;
 pub mod forwarded;
 pub mod jose;
 pub mod keys;
 pub mod policy;
 pub mod rejection;
 pub mod thumbprint;
+pub mod verifier;
 
 pub use bearer::{bearer_token, parse_authorization};
 pub use certificate::ClientCertificate;
+pub use confirmation::{BindingPolicy, BindingPolicyError, Confirmation};
 pub use jose::{JoseHeader, UnverifiedToken};
 pub use keys::{
     JwksError, KeyError, KeyLookupError, KeySet, ParsedJwks, SkippedKey, VerificationKey,
 };
-pub use policy::{BindingPolicy, TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
+pub use policy::{TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
 pub use rejection::{ErrorClass, Rejection};
 pub use thumbprint::{Thumbprint, ThumbprintError};
+pub use verifier::{Accepted, Credentials, NeedKey, NoIssuer, Step, Verified, Verifier};
 
 /// Re-export of the JWT algorithm type used throughout the API.
 pub use jsonwebtoken::Algorithm;

@@ -19,7 +19,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value};
 
 use crate::jose::JoseHeader;
-use crate::{Rejection, Thumbprint, UnverifiedToken, VerificationKey};
+use crate::{Confirmation, Rejection, UnverifiedToken, VerificationKey};
 
 /// The default allow-list: every asymmetric algorithm jsonwebtoken implements. Never `none`;
 /// HMAC only when added explicitly together with a shared-secret key.
@@ -164,9 +164,7 @@ pub struct VerifiedClaims {
     expires_at: f64,
     not_before: Option<f64>,
     issued_at: Option<f64>,
-    binding: Option<Thumbprint>,
-    /// `cnf` has confirmation members other than `x5t#S256` (e.g. `jkt`).
-    other_confirmation: bool,
+    confirmation: Confirmation,
     alg: Algorithm,
     kid: Option<String>,
     all: Map<String, Value>,
@@ -204,21 +202,7 @@ impl VerifiedClaims {
             None => return Err(Rejection::WrongAudience),
         };
         let expires_at = number("exp")?.ok_or(Rejection::InvalidClaims)?;
-        let other_confirmation = match all.get("cnf") {
-            Some(Value::Object(cnf)) => cnf.keys().any(|k| k != "x5t#S256"),
-            _ => false,
-        };
-        let binding = match all.get("cnf") {
-            None => None,
-            Some(Value::Object(cnf)) => match cnf.get("x5t#S256") {
-                None => None,
-                Some(Value::String(s)) => {
-                    Some(Thumbprint::from_cnf_value(s).map_err(|_| Rejection::MalformedBinding)?)
-                }
-                Some(_) => return Err(Rejection::MalformedBinding),
-            },
-            Some(_) => return Err(Rejection::MalformedBinding),
-        };
+        let confirmation = Confirmation::from_cnf(all.get("cnf"))?;
         Ok(Self {
             subject: string("sub")?,
             client_id: string("client_id")?,
@@ -229,8 +213,7 @@ impl VerifiedClaims {
             issuer,
             audience,
             expires_at,
-            binding,
-            other_confirmation,
+            confirmation,
             alg,
             kid,
             all,
@@ -294,9 +277,9 @@ impl VerifiedClaims {
     pub fn expires_at(&self) -> u64 {
         self.expires_at as u64
     }
-    /// `cnf."x5t#S256"`: the certificate the token is bound to.
-    pub fn binding(&self) -> Option<&Thumbprint> {
-        self.binding.as_ref()
+    /// `cnf`: what the token is bound to.
+    pub fn confirmation(&self) -> &Confirmation {
+        &self.confirmation
     }
     /// The algorithm the signature was verified with.
     pub fn alg(&self) -> Algorithm {
@@ -312,67 +295,10 @@ impl VerifiedClaims {
     }
 }
 
-/// What to do with the certificate binding (RFC 8705 §3).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum BindingPolicy {
-    /// Every token must carry `cnf."x5t#S256"` matching the client certificate (the default).
-    #[default]
-    Required,
-    /// Bound tokens must match; unbound tokens pass (for deployments mixing bound and bearer tokens).
-    IfBound,
-}
-
-impl BindingPolicy {
-    /// Compares the token's binding with the certificate this request arrived with, in constant time.
-    pub fn check(
-        self,
-        binding: Option<&Thumbprint>,
-        presented: Option<&Thumbprint>,
-    ) -> Result<(), Rejection> {
-        match (binding, presented) {
-            (Some(bound), Some(presented)) if bound == presented => Ok(()),
-            (Some(_), Some(_)) => Err(Rejection::BindingMismatch),
-            (Some(_), None) => Err(Rejection::MissingClientCertificate),
-            (None, _) => match self {
-                BindingPolicy::Required => Err(Rejection::UnboundToken),
-                BindingPolicy::IfBound => Ok(()),
-            },
-        }
-    }
-}
-
-impl BindingPolicy {
-    /// [`check`](Self::check) for verified claims, which also refuses a token bound *only* by a
-    /// confirmation method certbound cannot verify (e.g. DPoP `cnf.jkt`) — under either policy:
-    /// such a token is sender-constrained to a key this service never sees.
-    pub fn check_claims(
-        self,
-        claims: &VerifiedClaims,
-        presented: Option<&Thumbprint>,
-    ) -> Result<(), Rejection> {
-        if claims.binding.is_none() && claims.other_confirmation {
-            return Err(Rejection::UnsupportedBinding);
-        }
-        self.check(claims.binding(), presented)
-    }
-}
-
-impl std::str::FromStr for BindingPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "required" => Ok(Self::Required),
-            "if-bound" => Ok(Self::IfBound),
-            other => Err(format!(
-                "unknown binding policy {other:?} (expected required or if-bound)"
-            )),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Thumbprint;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     use serde_json::json;
@@ -427,7 +353,10 @@ mod tests {
     fn valid_token() {
         let c = check(json!({"alg":"HS256","kid":"k"}), base_claims(), NOW).unwrap();
         assert_eq!(c.subject(), Some("alice"));
-        assert_eq!(c.binding(), Some(&Thumbprint::of_der(b"cert")));
+        assert_eq!(
+            c.confirmation().certificate(),
+            Some(&Thumbprint::of_der(b"cert"))
+        );
         assert_eq!(c.kid(), Some("k"));
     }
 
@@ -578,66 +507,5 @@ mod tests {
             policy().verify(parsed, Algorithm::HS256, &key(), NOW).err(),
             Some(Rejection::BadSignature)
         );
-    }
-
-    #[test]
-    fn binding_policy() {
-        let a = Thumbprint::of_der(b"a");
-        let b = Thumbprint::of_der(b"b");
-        use BindingPolicy::*;
-        assert_eq!(Required.check(Some(&a), Some(&a)), Ok(()));
-        assert_eq!(
-            Required.check(Some(&a), Some(&b)),
-            Err(Rejection::BindingMismatch)
-        );
-        assert_eq!(
-            Required.check(Some(&a), None),
-            Err(Rejection::MissingClientCertificate)
-        );
-        assert_eq!(Required.check(None, Some(&a)), Err(Rejection::UnboundToken));
-        assert_eq!(IfBound.check(None, Some(&a)), Ok(()));
-        assert_eq!(IfBound.check(None, None), Ok(()));
-        assert_eq!(
-            IfBound.check(Some(&a), None),
-            Err(Rejection::MissingClientCertificate)
-        );
-        assert_eq!(
-            IfBound.check(Some(&a), Some(&b)),
-            Err(Rejection::BindingMismatch)
-        );
-    }
-
-    #[test]
-    fn other_cnf_members_do_not_matter() {
-        let tp = Thumbprint::of_der(b"cert").to_string();
-        let c = with(
-            base_claims(),
-            "cnf",
-            json!({"jkt":"abc","x5t#S256":tp,"ext":{"n":1}}),
-        );
-        let v = check(json!({"alg":"HS256"}), c, NOW).unwrap();
-        assert_eq!(
-            BindingPolicy::Required.check(v.binding(), Some(&Thumbprint::of_der(b"cert"))),
-            Ok(())
-        );
-        let jkt_only = with(base_claims(), "cnf", json!({"jkt":"abc"}));
-        let v = check(json!({"alg":"HS256"}), jkt_only, NOW).unwrap();
-        assert_eq!(v.binding(), None);
-        // Bound to a DPoP key only: refused under both policies, never taken as unbound.
-        let cert = Thumbprint::of_der(b"cert");
-        for policy in [BindingPolicy::Required, BindingPolicy::IfBound] {
-            assert_eq!(
-                policy.check_claims(&v, Some(&cert)),
-                Err(Rejection::UnsupportedBinding)
-            );
-        }
-        // An empty cnf is just unbound.
-        let empty = check(
-            json!({"alg":"HS256"}),
-            with(base_claims(), "cnf", json!({})),
-            NOW,
-        )
-        .unwrap();
-        assert_eq!(BindingPolicy::IfBound.check_claims(&empty, None), Ok(()));
     }
 }

@@ -15,8 +15,9 @@ use certbound_core::forwarded::{
     ForwardedCertificates, ForwardedFormat, IpCidr, DEFAULT_MAX_HEADER_LEN,
 };
 use certbound_core::{
-    parse_authorization, Algorithm, BindingPolicy, KeySet, Rejection, Thumbprint, TokenPolicy,
-    UnverifiedToken, VerificationKey, VerifiedClaims, DEFAULT_MAX_TOKEN_LEN,
+    parse_authorization, Algorithm, BindingPolicy, Credentials, KeySet, Rejection, Step,
+    Thumbprint, TokenPolicy, UnverifiedToken, VerificationKey, VerifiedClaims, Verifier,
+    DEFAULT_MAX_TOKEN_LEN,
 };
 use certbound_dev::SigningKey;
 use http::{HeaderMap, HeaderValue};
@@ -117,12 +118,22 @@ fn sign_input(input: &str) -> String {
 
 /// The whole decision, as the layer makes it: parse, header, key, signature and claims, binding.
 fn decide_with(policy: &TokenPolicy, token: &str) -> Result<VerifiedClaims, Rejection> {
-    let parsed = UnverifiedToken::parse(token)?;
-    let alg = policy.check_header(parsed.header())?;
-    let key = keys().set.get(parsed.header().kid(), alg)?;
-    let claims = policy.verify(parsed, alg, key, NOW)?;
-    BindingPolicy::Required.check(claims.binding(), Some(&client()))?;
-    Ok(claims)
+    // Through the Verifier, as the layer does: NeedKey → the key set → resume.
+    let verifier = Verifier::new(vec![policy.clone()], BindingPolicy::Required)
+        .unwrap()
+        .max_token_len(usize::MAX); // these tests are about the parser, not the size limit
+    let accepted = match verifier.verify(Credentials::bearer(token), Some(client()), NOW) {
+        Step::Accept(accepted) => accepted,
+        Step::Reject(rejection) => return Err(rejection),
+        Step::NeedKey(need) => {
+            let key = keys()
+                .set
+                .get(need.kid(), need.alg())
+                .map(std::sync::Arc::clone);
+            need.resume(key.map_err(Rejection::from))?
+        }
+    };
+    Ok(VerifiedClaims::clone(accepted.verified().claims()))
 }
 
 fn decide(token: &str) -> Result<VerifiedClaims, Rejection> {
@@ -160,7 +171,7 @@ fn segments(t: &str) -> [String; 3] {
 fn control_a_correct_token_is_accepted() {
     let c = decide(&signed(&header(), &claims())).unwrap();
     assert_eq!(c.subject(), Some("user-1"));
-    assert_eq!(c.binding(), Some(&client()));
+    assert_eq!(c.confirmation().certificate(), Some(&client()));
     let rsa = keys()
         .rsa
         .sign_with_header(&json!({"alg":"RS256","kid":"rsa"}), &claims())
@@ -1133,10 +1144,18 @@ fn x5t_s256_comparison_is_exact() {
 
 #[test]
 fn unknown_cnf_members_do_not_break_a_correctly_bound_token() {
-    let cnf = json!({"x5t#S256": client().to_string(), "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I",
+    let cnf = json!({"x5t#S256": client().to_string(),
                      "x5t": "abc", "kid": "x", "ext": {"n": [1, 2]}});
     let c = decide(&signed(&header(), &with(claims(), "cnf", cnf))).unwrap();
-    assert_eq!(c.binding(), Some(&client()));
+    assert_eq!(c.confirmation().certificate(), Some(&client()));
+    // A DPoP key binding beside the certificate binding must hold too (RFC 7800 §3.1): this
+    // service checks no DPoP proof here, so the token is refused, never accepted on x5t#S256 alone.
+    let both = json!({"x5t#S256": client().to_string(), "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
+    refused(
+        &signed(&header(), &with(claims(), "cnf", both)),
+        Rejection::UnsupportedBinding,
+        "x5t#S256 and jkt",
+    );
 }
 
 #[test]
@@ -1162,13 +1181,13 @@ fn a_binding_in_the_wrong_place_is_no_binding() {
     let sha1 = URL_SAFE_NO_PAD.encode([1u8; 20]);
     refused(
         &signed(&header(), &with(claims(), "cnf", json!({"x5t": sha1}))),
-        Rejection::UnboundToken,
+        Rejection::UnsupportedBinding, // a confirmation method we do not verify, never "unbound"
         "x5t",
     );
     // Differently cased member name.
     refused(
         &signed(&header(), &with(claims(), "cnf", json!({"X5T#S256": tp}))),
-        Rejection::UnboundToken,
+        Rejection::UnsupportedBinding,
         "X5T#S256",
     );
     refused(

@@ -191,7 +191,7 @@ mod tests {
             let checked = policy.check_header(parsed.header()).unwrap();
             let vk = keys.get(Some("k"), checked).unwrap();
             let claims = policy.verify(parsed, checked, vk, unix_now()).unwrap();
-            assert_eq!(claims.binding(), Some(&tp), "{alg:?}");
+            assert_eq!(claims.confirmation().certificate(), Some(&tp), "{alg:?}");
             // And the key reloads from its PEM with the same public JWK.
             let again = SigningKey::from_pkcs8_pem("k", *alg, key.pkcs8_pem()).unwrap();
             assert_eq!(again.public_jwk(), key.public_jwk(), "{alg:?}");

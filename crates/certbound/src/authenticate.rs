@@ -1,14 +1,12 @@
-//! The decision the layer makes for one request, as a function of its headers, the client
-//! certificate and the clock. I/O happens only when a key must be refreshed.
+//! The layer's driver for certbound-core's [`Verifier`]: it gathers the request's credentials and
+//! certificate, serves the verifier's key requests from the issuers' key sources (refreshing
+//! them — the only I/O), and keeps the verified-token cache. Every decision is the Verifier's.
 
 use std::fmt;
 use std::sync::Arc;
 
 use certbound_core::forwarded::ForwardedCertificates;
-use certbound_core::{
-    bearer_token, Algorithm, BindingPolicy, Rejection, Thumbprint, TokenPolicy, UnverifiedToken,
-    VerificationKey,
-};
+use certbound_core::{Accepted, Credentials, NeedKey, Rejection, Step, Thumbprint, Verifier};
 use certbound_jwks::KeySource;
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
@@ -27,18 +25,13 @@ pub(crate) fn system_clock() -> Clock {
     })
 }
 
-/// One trusted issuer: how its tokens are validated and where its keys come from.
-pub(crate) struct IssuerEntry {
-    pub(crate) policy: TokenPolicy,
-    pub(crate) keys: Arc<dyn KeySource>,
-}
-
 /// Everything the layer needs to decide; shared by all clones of the layer and service.
 pub(crate) struct Authenticator {
-    pub(crate) issuers: Vec<IssuerEntry>,
-    pub(crate) binding: BindingPolicy,
+    /// Every decision.
+    pub(crate) verifier: Verifier,
+    /// The key source of each issuer, in the verifier's issuer order.
+    pub(crate) keys: Vec<Arc<dyn KeySource>>,
     pub(crate) realm: String,
-    pub(crate) max_token_len: usize,
     pub(crate) clock: Clock,
     /// `Some` when a proxy terminates TLS and forwards the client certificate in a header.
     pub(crate) forwarded: Option<ForwardedCertificates>,
@@ -56,12 +49,13 @@ impl fmt::Debug for Authenticator {
             .field(
                 "issuers",
                 &self
-                    .issuers
+                    .verifier
+                    .issuers()
                     .iter()
-                    .map(|e| e.policy.issuer())
+                    .map(|p| p.issuer())
                     .collect::<Vec<_>>(),
             )
-            .field("binding", &self.binding)
+            .field("binding", &self.verifier.binding())
             .field("realm", &self.realm)
             .finish_non_exhaustive()
     }
@@ -73,16 +67,6 @@ pub(crate) enum Decision {
     Reject(Rejection),
     /// The token's `kid` is not in the current key set: refresh (I/O) and decide then.
     Refresh(BoxFuture<'static, Result<VerifiedToken, Rejection>>),
-}
-
-/// What the synchronous path found out.
-enum Step {
-    Done(VerifiedToken),
-    NeedsKey {
-        issuer: usize,
-        alg: Algorithm,
-        kid: Option<String>,
-    },
 }
 
 impl Authenticator {
@@ -133,107 +117,118 @@ impl Authenticator {
         headers: &HeaderMap,
         presented: Option<Thumbprint>,
     ) -> Decision {
-        let raw = match bearer_token(headers, self.max_token_len) {
-            Ok(raw) => raw,
-            Err(r) => return Decision::Reject(r),
-        };
-        if let Some(decision) = self.cached_decision(raw, presented) {
-            return decision;
-        }
-        match self.try_now(raw, presented) {
-            Ok(Step::Done(token)) => Decision::Accept(token),
-            Err(r) => Decision::Reject(r),
-            Ok(Step::NeedsKey { issuer, alg, kid }) => {
-                let this = Arc::clone(self);
-                let raw = raw.to_owned();
-                Decision::Refresh(Box::pin(async move {
-                    let entry = this.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
-                    let key = entry.keys.refresh(kid.as_deref(), alg).await?;
-                    let token = UnverifiedToken::parse(&raw)?;
-                    this.finish(issuer, &raw, token, alg, key, presented)
-                }))
-            }
+        match self.verifier.credentials(headers) {
+            Ok(credentials) => self.decide_credentials(credentials, presented),
+            Err(rejection) => Decision::Reject(rejection),
         }
     }
 
-    fn try_now(&self, raw: &str, presented: Option<Thumbprint>) -> Result<Step, Rejection> {
-        let token = UnverifiedToken::parse(raw)?;
-        let issuer = self.select_issuer(&token)?;
-        let entry = &self.issuers[issuer];
-        let alg = entry.policy.check_header(token.header())?;
-        match entry.keys.lookup(token.header().kid(), alg) {
-            Ok(key) => self
-                .finish(issuer, raw, token, alg, key, presented)
-                .map(Step::Done),
-            Err(Rejection::UnknownKey) => Ok(Step::NeedsKey {
-                issuer,
-                alg,
-                kid: token.header().kid().map(str::to_owned),
-            }),
-            Err(r) => Err(r),
-        }
-    }
-
-    /// With one issuer, every token goes to it (and a foreign `iss` fails after the signature
-    /// check). With several, the unverified `iss` only selects the configuration; it is verified
-    /// again by that issuer's policy.
-    fn select_issuer(&self, token: &UnverifiedToken<'_>) -> Result<usize, Rejection> {
-        if self.issuers.len() == 1 {
-            return Ok(0);
-        }
-        let iss = token.unverified_issuer().ok_or(Rejection::WrongIssuer)?;
-        self.issuers
-            .iter()
-            .position(|e| e.policy.issuer() == iss)
-            .ok_or(Rejection::WrongIssuer)
-    }
-
-    /// A cache hit, re-checked against now, the current key set and this request's certificate.
-    /// `None` means: decide the long way (no entry, or the entry's key is gone).
-    fn cached_decision(&self, raw: &str, presented: Option<Thumbprint>) -> Option<Decision> {
-        let cache = self.cache.as_ref()?;
-        let hit = cache.get(raw)?;
-        let entry = self.issuers.get(hit.issuer)?;
-        match entry.keys.lookup(hit.claims.kid(), hit.claims.alg()) {
-            Ok(current) if Arc::ptr_eq(&current, &hit.key) => {}
-            _ => {
-                // Rotated out, replaced, or keys unavailable: the uncached path decides.
-                cache.remove(raw);
-                return None;
-            }
-        }
-        if let Err(rejection) = hit
-            .claims
-            .check_time((self.clock)(), entry.policy.leeway_secs())
-        {
-            cache.remove(raw);
-            return Some(Decision::Reject(rejection));
-        }
-        Some(
-            match self.binding.check_claims(&hit.claims, presented.as_ref()) {
-                Ok(()) => Decision::Accept(VerifiedToken::new(hit.claims, presented)),
-                Err(rejection) => Decision::Reject(rejection),
-            },
-        )
-    }
-
-    /// Verifies signature and claims, caches the verified claims, then checks the binding
-    /// (which is per request, so it is never cached).
-    fn finish(
-        &self,
-        issuer: usize,
-        raw: &str,
-        token: UnverifiedToken<'_>,
-        alg: Algorithm,
-        key: Arc<VerificationKey>,
+    /// [`decide`](Self::decide) for credentials already extracted.
+    pub(crate) fn decide_credentials(
+        self: &Arc<Self>,
+        credentials: Credentials<'_>,
         presented: Option<Thumbprint>,
-    ) -> Result<VerifiedToken, Rejection> {
-        let entry = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
-        let claims = Arc::new(entry.policy.verify(token, alg, &key, (self.clock)())?);
-        if let Some(cache) = &self.cache {
-            cache.insert(raw, Arc::clone(&claims), key, issuer);
+    ) -> Decision {
+        let token = credentials.token();
+        let now = (self.clock)();
+        let cached = self.cache.as_ref().and_then(|c| c.get(token));
+        let step = match &cached {
+            Some(hit) => self.verifier.revalidate(credentials, hit, presented, now),
+            None => self.verifier.verify(credentials, presented, now),
+        };
+        let need = match step {
+            Step::Accept(accepted) => return Decision::Accept(self.accepted(token, accepted)),
+            Step::Reject(rejection) => {
+                return Decision::Reject(self.rejected(token, &cached, rejection))
+            }
+            Step::NeedKey(need) => need,
+        };
+        match self.lookup(&need) {
+            Err(Rejection::UnknownKey) => {}
+            key => {
+                return match need.resume(key) {
+                    Ok(accepted) => Decision::Accept(self.accepted(token, accepted)),
+                    Err(rejection) => Decision::Reject(self.rejected(token, &cached, rejection)),
+                }
+            }
         }
-        self.binding.check_claims(&claims, presented.as_ref())?;
-        Ok(VerifiedToken::new(claims, presented))
+        // Not in the current key set: refresh the issuer's keys (I/O), then decide again with
+        // the same pure steps.
+        let (issuer, kid, alg) = (
+            need.issuer_index(),
+            need.kid().map(str::to_owned),
+            need.alg(),
+        );
+        let this = Arc::clone(self);
+        let token = token.to_owned();
+        Decision::Refresh(Box::pin(async move {
+            let keys = this.keys.get(issuer).ok_or(Rejection::WrongIssuer)?;
+            let key = keys.refresh(kid.as_deref(), alg).await;
+            let credentials = Credentials::bearer(&token);
+            let cached = this.cache.as_ref().and_then(|c| c.get(&token));
+            let now = (this.clock)();
+            let step = match &cached {
+                Some(hit) => this.verifier.revalidate(credentials, hit, presented, now),
+                None => this.verifier.verify(credentials, presented, now),
+            };
+            let outcome = match step {
+                Step::Accept(accepted) => Ok(accepted),
+                Step::Reject(rejection) => Err(rejection),
+                Step::NeedKey(need) => need.resume(key),
+            };
+            match outcome {
+                Ok(accepted) => Ok(this.accepted(&token, accepted)),
+                Err(rejection) => Err(this.rejected(&token, &cached, rejection)),
+            }
+        }))
     }
+
+    /// The key the verifier asks for, from the issuer's current key set (no I/O).
+    fn lookup(
+        &self,
+        need: &NeedKey<'_>,
+    ) -> Result<Arc<certbound_core::VerificationKey>, Rejection> {
+        let keys = self
+            .keys
+            .get(need.issuer_index())
+            .ok_or(Rejection::WrongIssuer)?;
+        keys.lookup(need.kid(), need.alg())
+    }
+
+    /// Caches what was verified just now, and hands the request its token.
+    fn accepted(&self, token: &str, accepted: Accepted) -> VerifiedToken {
+        let fresh = accepted.is_fresh();
+        let (verified, presented) = accepted.into_parts();
+        if let (Some(cache), true) = (&self.cache, fresh) {
+            cache.insert(token, verified.clone());
+        }
+        VerifiedToken::new(Arc::clone(verified.claims()), presented)
+    }
+
+    /// A refused cache hit leaves the cache (expired, or its key rotated out): the next request
+    /// with this token is decided from scratch.
+    fn rejected(
+        &self,
+        token: &str,
+        cached: &Option<certbound_core::Verified>,
+        rejection: Rejection,
+    ) -> Rejection {
+        if let (Some(cache), Some(_)) = (&self.cache, cached) {
+            if !rejection_keeps_cache_entry(&rejection) {
+                cache.remove(token);
+            }
+        }
+        rejection
+    }
+}
+
+/// A binding failure is about this request's certificate, not the token: the entry stays.
+fn rejection_keeps_cache_entry(rejection: &Rejection) -> bool {
+    matches!(
+        rejection,
+        Rejection::BindingMismatch
+            | Rejection::MissingClientCertificate
+            | Rejection::UnboundToken
+            | Rejection::UnsupportedBinding
+    )
 }

@@ -24,12 +24,12 @@ use std::time::Duration;
 
 use certbound_core::forwarded::ForwardedCertificates;
 use certbound_core::{
-    Algorithm, BindingPolicy, TokenPolicy, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY,
+    Algorithm, BindingPolicy, TokenPolicy, Verifier, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY,
     DEFAULT_MAX_TOKEN_LEN,
 };
 use certbound_jwks::{KeySource, RemoteJwks};
 
-use crate::authenticate::{system_clock, Authenticator, Clock, IssuerEntry};
+use crate::authenticate::{system_clock, Authenticator, Clock};
 use crate::cache::{TokenCache, TokenCacheConfig};
 use crate::CertBoundLayer;
 
@@ -311,12 +311,10 @@ impl CertBoundBuilder {
             (None, Some(aud)) => aud.clone(),
             (None, None) => return Err(BuildError::NoAudience(self.main.issuer.clone())),
         };
-        let mut issuers = Vec::with_capacity(1 + self.others.len());
+        let mut policies: Vec<TokenPolicy> = Vec::with_capacity(1 + self.others.len());
+        let mut keys = Vec::with_capacity(1 + self.others.len());
         for spec in std::iter::once(&self.main).chain(&self.others) {
-            if issuers
-                .iter()
-                .any(|e: &IssuerEntry| e.policy.issuer() == spec.issuer)
-            {
+            if policies.iter().any(|p| p.issuer() == spec.issuer) {
                 return Err(BuildError::DuplicateIssuer(spec.issuer.clone()));
             }
             let audiences = if spec.audiences.is_empty() {
@@ -334,8 +332,8 @@ impl CertBoundBuilder {
             for aud in rest {
                 policy = policy.add_audience(aud.clone());
             }
-            let keys = self.key_source_for(spec).await?;
-            if let Some(metadata) = keys.issuer_metadata() {
+            let source = self.key_source_for(spec).await?;
+            if let Some(metadata) = source.issuer_metadata() {
                 if self.binding == BindingPolicy::Required
                     && !metadata.tls_client_certificate_bound_access_tokens()
                 {
@@ -347,7 +345,8 @@ impl CertBoundBuilder {
                     );
                 }
             }
-            issuers.push(IssuerEntry { policy, keys });
+            policies.push(policy);
+            keys.push(source);
         }
         let mut metadata = crate::metadata::ResourceMetadata::new(
             self.resource
@@ -355,17 +354,19 @@ impl CertBoundBuilder {
                 .unwrap_or_else(|| realm_default(&main_audiences)),
         )
         .scopes_supported(self.scopes_supported.iter().cloned());
-        for entry in &issuers {
-            metadata = metadata.authorization_server(entry.policy.issuer());
+        for policy in &policies {
+            metadata = metadata.authorization_server(policy.issuer());
         }
+        let verifier = Verifier::new(policies, self.binding)
+            .map_err(|_| BuildError::NoIssuer)?
+            .max_token_len(self.max_token_len);
         Ok(CertBoundLayer {
             auth: Arc::new(Authenticator {
                 metadata,
                 advertise_metadata: self.advertise_metadata,
-                issuers,
-                binding: self.binding,
+                verifier,
+                keys,
                 realm,
-                max_token_len: self.max_token_len,
                 clock: self.clock,
                 forwarded: self.forwarded,
                 cache: self.cache.map(TokenCache::new),

@@ -26,9 +26,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
-
-use certbound_core::{VerificationKey, VerifiedClaims};
+use certbound_core::Verified;
 use quick_cache::sync::Cache;
 use quick_cache::Weighter;
 
@@ -59,14 +57,11 @@ pub struct TokenCacheStats {
     pub bytes: u64,
 }
 
-/// One verified token.
+/// One verified token (its claims, the key that verified it, its issuer: the core Verifier
+/// re-checks all three on a hit).
 #[derive(Clone)]
 pub(crate) struct CachedToken {
-    pub(crate) claims: Arc<VerifiedClaims>,
-    /// The key that verified the signature; the entry is valid only while the issuer's key
-    /// source still returns this very key for the token's `kid`.
-    pub(crate) key: Arc<VerificationKey>,
-    pub(crate) issuer: usize,
+    verified: Verified,
     /// Estimated bytes this entry holds.
     weight: u64,
 }
@@ -101,30 +96,17 @@ impl TokenCache {
         }
     }
 
-    pub(crate) fn get(&self, token: &str) -> Option<CachedToken> {
-        self.cache.get(token.as_bytes())
+    pub(crate) fn get(&self, token: &str) -> Option<Verified> {
+        self.cache.get(token.as_bytes()).map(|hit| hit.verified)
     }
 
-    pub(crate) fn insert(
-        &self,
-        token: &str,
-        claims: Arc<VerifiedClaims>,
-        key: Arc<VerificationKey>,
-        issuer: usize,
-    ) {
+    pub(crate) fn insert(&self, token: &str, verified: Verified) {
         // The token bytes (the key, weighed by the weigher) plus the claims held twice — typed
         // fields and the JSON map — and the map's allocations: measured at 3.0–3.8 KB for a
         // 500-byte token, so 1 KiB + 4 bytes per token byte keeps `max_bytes` an upper bound.
         let weight = 1024 + 4 * token.len() as u64;
-        self.cache.insert(
-            token.as_bytes().into(),
-            CachedToken {
-                claims,
-                key,
-                issuer,
-                weight,
-            },
-        );
+        self.cache
+            .insert(token.as_bytes().into(), CachedToken { verified, weight });
     }
 
     pub(crate) fn remove(&self, token: &str) {

@@ -65,11 +65,8 @@ impl CertBoundLayer {
         token: &str,
         presented: Option<Thumbprint>,
     ) -> Result<VerifiedToken, Rejection> {
-        let mut headers = http::HeaderMap::new();
-        let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| Rejection::MalformedAuthorization)?;
-        headers.insert(http::header::AUTHORIZATION, value);
-        match self.auth.decide(&headers, presented) {
+        let credentials = certbound_core::Credentials::bearer(token);
+        match self.auth.decide_credentials(credentials, presented) {
             Decision::Accept(token) => Ok(token),
             Decision::Reject(rejection) => Err(rejection),
             Decision::Refresh(pending) => pending.await,

@@ -94,7 +94,11 @@ impl<C> VerifiedToken<C> {
     /// The certificate thumbprint the token is bound to (`cnf."x5t#S256"`); `None` only for
     /// unbound tokens accepted under [`BindingPolicy::IfBound`](crate::BindingPolicy::IfBound).
     pub fn thumbprint(&self) -> Option<&Thumbprint> {
-        self.claims.binding()
+        self.claims.confirmation().certificate()
+    }
+    /// What the token is bound to (`cnf`), parsed.
+    pub fn confirmation(&self) -> &certbound_core::Confirmation {
+        self.claims.confirmation()
     }
     /// The thumbprint of the client certificate this request came with, if any.
     pub fn presented_thumbprint(&self) -> Option<&Thumbprint> {

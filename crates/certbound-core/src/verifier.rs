@@ -1,0 +1,377 @@
+//! The whole decision for one request, sans-IO and resumable (in the style of quinn-proto and
+//! rustls): given the request's credentials, the thumbprint of the certificate it presented and
+//! `now`, the [`Verifier`] answers [`Step::Accept`], [`Step::Reject`] — or [`Step::NeedKey`] when
+//! it needs a verification key, which the driver (the tower layer, the CLI) fetches however it
+//! likes and hands back with [`NeedKey::resume`].
+//!
+//! Issuer selection, header and claim checks, the certificate binding, and the rules for
+//! re-validating a token from a verified-token cache all live here; the drivers keep only I/O.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use certbound_core::{
+//!     Algorithm, BindingPolicy, Credentials, KeySet, Rejection, Step, Thumbprint, TokenPolicy,
+//!     VerificationKey, Verifier,
+//! };
+//! # use base64::Engine as _;
+//! # let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+//! # let secret = b"a shared secret that is long enough for HS256 tests";
+//! # let sign = |header: serde_json::Value, claims: serde_json::Value| {
+//! #     let input = format!("{}.{}", b64(header), b64(claims));
+//! #     let key = jsonwebtoken::EncodingKey::from_secret(secret);
+//! #     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).unwrap();
+//! #     format!("{input}.{sig}")
+//! # };
+//! let now = 1_800_000_000;
+//! let cert = Thumbprint::of_der(b"the client's leaf certificate DER");
+//! let policy = TokenPolicy::new("https://issuer.example/", "https://api.example")
+//!     .algorithms([Algorithm::HS256]); // a shared secret keeps this example short
+//! let verifier = Verifier::new(vec![policy], BindingPolicy::Required).unwrap();
+//! let key = Arc::new(VerificationKey::from_shared_secret(Some("k1".into()), secret));
+//!
+//! let token = sign(
+//!     serde_json::json!({"alg": "HS256", "kid": "k1"}),
+//!     serde_json::json!({"iss": "https://issuer.example/", "aud": "https://api.example",
+//!                        "exp": now + 300, "cnf": {"x5t#S256": cert.to_string()}}),
+//! );
+//! let credentials = Credentials::bearer(&token);
+//!
+//! // The verifier says which key it needs; the driver looks it up (or fetches it) and resumes.
+//! let Step::NeedKey(need) = verifier.verify(credentials, Some(cert), now) else { panic!() };
+//! assert_eq!((need.issuer(), need.kid(), need.alg()), ("https://issuer.example/", Some("k1"), Algorithm::HS256));
+//! let accepted = need.resume(Ok(Arc::clone(&key))).unwrap();
+//! assert_eq!(accepted.verified().claims().issuer(), "https://issuer.example/");
+//!
+//! // The same token from another certificate: 401 invalid_token.
+//! let other = Thumbprint::of_der(b"someone else's certificate");
+//! let Step::NeedKey(need) = verifier.verify(credentials, Some(other), now) else { panic!() };
+//! assert_eq!(need.resume(Ok(key)).unwrap_err(), Rejection::BindingMismatch);
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::{
+    bearer_token, Algorithm, BindingPolicy, Rejection, Thumbprint, TokenPolicy, UnverifiedToken,
+    VerificationKey, VerifiedClaims, DEFAULT_MAX_TOKEN_LEN,
+};
+
+/// The decision for one request; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    issuers: Vec<TokenPolicy>,
+    binding: BindingPolicy,
+    max_token_len: usize,
+}
+
+/// A [`Verifier`] needs at least one issuer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no issuer configured: a verifier needs at least one TokenPolicy")]
+pub struct NoIssuer;
+
+/// The credentials a request carries: today the access token of an `Authorization: Bearer`
+/// header.
+#[derive(Debug, Clone, Copy)]
+pub struct Credentials<'r> {
+    token: &'r str,
+}
+
+impl<'r> Credentials<'r> {
+    /// The token of the request's one `Authorization: Bearer` header, at most `max_len` bytes
+    /// (see [`bearer_token`]).
+    pub fn from_headers(headers: &'r HeaderMap, max_len: usize) -> Result<Self, Rejection> {
+        bearer_token(headers, max_len).map(|token| Self { token })
+    }
+
+    /// A token given directly (a CLI, a test, a non-HTTP transport).
+    pub fn bearer(token: &'r str) -> Self {
+        Self { token }
+    }
+
+    /// The access token, as sent.
+    pub fn token(&self) -> &'r str {
+        self.token
+    }
+}
+
+/// A token whose signature and claims were verified: what an accepted request carries and what
+/// a verified-token cache keeps.
+#[derive(Clone)]
+pub struct Verified {
+    claims: Arc<VerifiedClaims>,
+    key: Arc<VerificationKey>,
+    issuer: usize,
+}
+
+impl Verified {
+    /// The verified claims.
+    pub fn claims(&self) -> &Arc<VerifiedClaims> {
+        &self.claims
+    }
+
+    /// The key that verified the signature. A cached token stays valid only while the issuer's
+    /// key source still returns this very key for its `kid`.
+    pub fn key(&self) -> &Arc<VerificationKey> {
+        &self.key
+    }
+
+    /// Which configured issuer (index into [`Verifier::issuers`]) accepted the token.
+    pub fn issuer_index(&self) -> usize {
+        self.issuer
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("issuer", &self.claims.issuer())
+            .field("kid", &self.claims.kid())
+            .field("alg", &self.claims.alg())
+            .finish_non_exhaustive()
+    }
+}
+
+/// An accepted request: the verified token and the certificate thumbprint it was bound to.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    verified: Verified,
+    presented: Option<Thumbprint>,
+    fresh: bool,
+}
+
+impl Accepted {
+    /// The verified token.
+    pub fn verified(&self) -> &Verified {
+        &self.verified
+    }
+
+    /// The thumbprint of the certificate this request presented.
+    pub fn presented(&self) -> Option<&Thumbprint> {
+        self.presented.as_ref()
+    }
+
+    /// Whether the signature was verified just now (as opposed to a cache hit re-checked): a
+    /// driver with a verified-token cache stores [`verified`](Self::verified) then.
+    pub fn is_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// Splits into the verified token and the presented thumbprint.
+    pub fn into_parts(self) -> (Verified, Option<Thumbprint>) {
+        (self.verified, self.presented)
+    }
+}
+
+/// One step of a verification.
+#[derive(Debug)]
+pub enum Step<'r> {
+    /// Accepted.
+    Accept(Accepted),
+    /// Refused, with the RFC 6750 answer in the [`Rejection`].
+    Reject(Rejection),
+    /// A verification key is needed; look it up and [`resume`](NeedKey::resume).
+    NeedKey(NeedKey<'r>),
+}
+
+/// The verifier needs the key of `issuer` for `kid` and `alg`.
+///
+/// The driver looks it up in its key source (refreshing it when the `kid` is unknown) and calls
+/// [`resume`](Self::resume) with the key or the lookup's rejection (an unknown key, keys
+/// unavailable).
+#[derive(Debug)]
+pub struct NeedKey<'r> {
+    verifier: &'r Verifier,
+    token: UnverifiedToken<'r>,
+    issuer: usize,
+    alg: Algorithm,
+    presented: Option<Thumbprint>,
+    now: u64,
+    cached: Option<&'r Verified>,
+}
+
+impl NeedKey<'_> {
+    /// The issuer whose key is needed.
+    pub fn issuer(&self) -> &str {
+        self.verifier
+            .issuers
+            .get(self.issuer)
+            .map_or("", TokenPolicy::issuer)
+    }
+
+    /// The issuer's index in [`Verifier::issuers`] (the driver's key sources are kept in the
+    /// same order).
+    pub fn issuer_index(&self) -> usize {
+        self.issuer
+    }
+
+    /// The token's `kid`.
+    pub fn kid(&self) -> Option<&str> {
+        self.token.header().kid()
+    }
+
+    /// The algorithm the signature must verify with (checked against the allow-list).
+    pub fn alg(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// Continues with the key the driver found, or the rejection its lookup gave.
+    ///
+    /// For a cached token, the key must be the very key that verified it (it is still in the
+    /// issuer's current set): then only the lifetime and the binding are checked again.
+    /// Otherwise the signature is verified with `key` from scratch.
+    pub fn resume(
+        self,
+        key: Result<Arc<VerificationKey>, Rejection>,
+    ) -> Result<Accepted, Rejection> {
+        let key = key?;
+        let verifier = self.verifier;
+        let policy = verifier
+            .issuers
+            .get(self.issuer)
+            .ok_or(Rejection::WrongIssuer)?;
+        if let Some(hit) = self.cached.filter(|hit| Arc::ptr_eq(&hit.key, &key)) {
+            hit.claims.check_time(self.now, policy.leeway_secs())?;
+            return verifier.bind(hit.clone(), self.presented, false);
+        }
+        let claims = policy.verify(self.token, self.alg, &key, self.now)?;
+        let verified = Verified {
+            claims: Arc::new(claims),
+            key,
+            issuer: self.issuer,
+        };
+        verifier.bind(verified, self.presented, true)
+    }
+}
+
+impl Verifier {
+    /// A verifier for tokens of these issuers (at least one), with this binding policy.
+    ///
+    /// With one issuer every token goes to it; with several, the token's unverified `iss`
+    /// selects the policy (and is verified again by it).
+    pub fn new(issuers: Vec<TokenPolicy>, binding: BindingPolicy) -> Result<Self, NoIssuer> {
+        if issuers.is_empty() {
+            return Err(NoIssuer);
+        }
+        Ok(Self {
+            issuers,
+            binding,
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
+        })
+    }
+
+    /// Largest accepted token, in bytes (default [`DEFAULT_MAX_TOKEN_LEN`]).
+    pub fn max_token_len(mut self, bytes: usize) -> Self {
+        self.max_token_len = bytes;
+        self
+    }
+
+    /// The configured token-length limit.
+    pub fn token_len_limit(&self) -> usize {
+        self.max_token_len
+    }
+
+    /// The issuers' policies, in configuration order.
+    pub fn issuers(&self) -> &[TokenPolicy] {
+        &self.issuers
+    }
+
+    /// The binding policy.
+    pub fn binding(&self) -> BindingPolicy {
+        self.binding
+    }
+
+    /// The request's credentials, or the rejection for missing or malformed ones.
+    pub fn credentials<'r>(&self, headers: &'r HeaderMap) -> Result<Credentials<'r>, Rejection> {
+        Credentials::from_headers(headers, self.max_token_len)
+    }
+
+    /// Starts the decision for `credentials` presented with the certificate `presented` at
+    /// `now` (Unix seconds).
+    pub fn verify<'r>(
+        &'r self,
+        credentials: Credentials<'r>,
+        presented: Option<Thumbprint>,
+        now: u64,
+    ) -> Step<'r> {
+        self.start(credentials, presented, now, None)
+    }
+
+    /// Like [`verify`](Self::verify) for a token found in a verified-token cache: the lifetime,
+    /// the key (still the issuer's current one) and the binding are checked again; the
+    /// signature only if the key changed. `cached` must be what an earlier acceptance of the
+    /// very same token produced.
+    pub fn revalidate<'r>(
+        &'r self,
+        credentials: Credentials<'r>,
+        cached: &'r Verified,
+        presented: Option<Thumbprint>,
+        now: u64,
+    ) -> Step<'r> {
+        self.start(credentials, presented, now, Some(cached))
+    }
+
+    fn start<'r>(
+        &'r self,
+        credentials: Credentials<'r>,
+        presented: Option<Thumbprint>,
+        now: u64,
+        cached: Option<&'r Verified>,
+    ) -> Step<'r> {
+        let step = || -> Result<NeedKey<'r>, Rejection> {
+            if credentials.token.len() > self.max_token_len {
+                return Err(Rejection::TokenTooLarge);
+            }
+            let token = UnverifiedToken::parse(credentials.token)?;
+            let issuer = self.select_issuer(&token)?;
+            let policy = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
+            let alg = policy.check_header(token.header())?;
+            Ok(NeedKey {
+                verifier: self,
+                token,
+                issuer,
+                alg,
+                presented,
+                now,
+                cached,
+            })
+        };
+        match step() {
+            Ok(need) => Step::NeedKey(need),
+            Err(rejection) => Step::Reject(rejection),
+        }
+    }
+
+    /// With one issuer, every token goes to it (and a foreign `iss` fails after the signature
+    /// check). With several, the unverified `iss` only selects the configuration; it is verified
+    /// again by that issuer's policy.
+    fn select_issuer(&self, token: &UnverifiedToken<'_>) -> Result<usize, Rejection> {
+        if self.issuers.len() == 1 {
+            return Ok(0);
+        }
+        let iss = token.unverified_issuer().ok_or(Rejection::WrongIssuer)?;
+        self.issuers
+            .iter()
+            .position(|p| p.issuer() == iss)
+            .ok_or(Rejection::WrongIssuer)
+    }
+
+    /// The binding, checked per request (never cached as a verdict).
+    fn bind(
+        &self,
+        verified: Verified,
+        presented: Option<Thumbprint>,
+        fresh: bool,
+    ) -> Result<Accepted, Rejection> {
+        verified
+            .claims
+            .confirmation()
+            .check(self.binding, presented.as_ref())?;
+        Ok(Accepted {
+            verified,
+            presented,
+            fresh,
+        })
+    }
+}

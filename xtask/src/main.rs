@@ -4,7 +4,7 @@
 //!   suites drive when they are missing (nginx, HAProxy, Redis, Caddy, curl, openssl — Debian
 //!   packages, with `apt-get`), then runs `cargo test --workspace --all-features ARGS…` and exits
 //!   with its status. `cargo xtask test --test behind_proxy -- --nocapture` passes the arguments
-//!   through unchanged.
+//!   through unchanged; with `-p CRATE` it tests that crate instead of the whole workspace.
 //! - `cargo xtask install-deps [--dry-run]` — only the first half; `--dry-run` prints what is
 //!   missing and the commands it would run, and changes nothing.
 //!
@@ -364,11 +364,25 @@ fn workspace_root() -> PathBuf {
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
 }
 
-/// The arguments of the test run: the whole workspace, every feature, then `extra` unchanged.
+/// The arguments of the test run: the whole workspace, every feature, then `extra` unchanged —
+/// except that `-p`/`--package` in `extra` (before a `--`) replaces `--workspace`, which would
+/// otherwise win and run everything.
 fn cargo_test_args(extra: &[String]) -> Vec<String> {
-    ["test", "--workspace", "--all-features"]
-        .iter()
-        .map(|s| (*s).to_owned())
+    let names_packages = extra.iter().take_while(|a| *a != "--").any(|a| {
+        a == "-p"
+            || a == "--package"
+            || a.starts_with("--package=")
+            || (a.starts_with("-p") && a.len() > 2)
+    });
+    let scope = if names_packages {
+        None
+    } else {
+        Some("--workspace")
+    };
+    std::iter::once("test")
+        .chain(scope)
+        .chain(std::iter::once("--all-features"))
+        .map(str::to_owned)
         .chain(extra.iter().cloned())
         .collect()
 }
@@ -529,6 +543,28 @@ mod tests {
             cargo_test_args(&extra).join(" "),
             "test --workspace --all-features --test behind_proxy -- --nocapture"
         );
+        // A test filter after `--` that looks like a package flag is still a filter.
+        let filter = ["--", "-p"].map(String::from);
+        assert_eq!(
+            cargo_test_args(&filter).join(" "),
+            "test --workspace --all-features -- -p"
+        );
+    }
+
+    #[test]
+    fn naming_a_package_runs_that_package_instead_of_the_workspace() {
+        for extra in [
+            vec!["-p", "certbound-core"],
+            vec!["--package", "certbound"],
+            vec!["--package=xtask"],
+            vec!["-pxtask", "--", "--nocapture"],
+        ] {
+            let extra: Vec<String> = extra.into_iter().map(String::from).collect();
+            let args = cargo_test_args(&extra);
+            assert!(!args.contains(&"--workspace".to_owned()), "{args:?}");
+            assert_eq!(args[..2], ["test", "--all-features"]);
+            assert_eq!(args[2..], extra[..]);
+        }
     }
 
     #[test]

@@ -78,5 +78,5 @@ pub fn require_program(name: &str, package: &str) -> PathBuf {
             return p;
         }
     }
-    panic!("{name} is required for this test: apt-get install -y {package} (.ci/run does this)");
+    panic!("{name} is required for this test: apt-get install -y {package} (`cargo xtask test` installs it)");
 }

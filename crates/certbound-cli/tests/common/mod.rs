@@ -128,7 +128,7 @@ pub fn openssl_x5t(path: &Path, der_input: bool) -> String {
         .arg(path)
         .args(["-outform", "DER"])
         .output()
-        .expect("openssl is on PATH (.ci/run installs it)");
+        .expect("openssl is on PATH (`cargo xtask test` installs it)");
     assert!(der.status.success(), "openssl x509: {der:?}");
     let mut dgst = Command::new("openssl")
         .args(["dgst", "-sha256", "-binary"])

@@ -78,6 +78,12 @@ fn printed_curl_commands_behave_as_printed() {
             panic!("unexpected comment {comment}");
         }
     }
+    // Unknown paths are not authenticated: 404 with or without a valid bound token, never 401.
+    for (_, command) in &commands {
+        assert!(command.contains("/api/hello"), "{command}");
+        let (status, challenge) = run_printed(&command.replace("/api/hello", "/nonexistent"));
+        assert_eq!((status, challenge), (404, None), "{command}");
+    }
     let _ = std::fs::remove_dir_all(&dev_dir);
 }
 

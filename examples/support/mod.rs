@@ -20,7 +20,8 @@ pub fn routes(auth: CertBoundLayer) -> Router {
             "/api/admin",
             get(hello).route_layer(auth.require_scope("admin")),
         )
-        .layer(auth.clone());
+        // route_layer: only matched routes are authenticated, so an unknown path stays 404.
+        .route_layer(auth.clone());
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(auth.resource_metadata().router())

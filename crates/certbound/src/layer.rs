@@ -38,7 +38,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::authenticate::{Authenticator, Decision};
-use crate::VerifiedToken;
+use crate::{VerifiedToken, WiringError};
 
 /// The layer. Cheap to clone; every clone shares one configuration and key cache.
 #[derive(Debug, Clone)]
@@ -137,26 +137,41 @@ impl<S> CertBound<S> {
     }
 }
 
-/// What the transport says about the connection a request arrived on: the [`PeerCertificate`]
-/// extension (hyper-util loops), axum's `ConnectInfo<PeerCertificate>`, or — for plain-HTTP
-/// listeners behind a proxy — axum's `ConnectInfo<SocketAddr>` (address only).
-pub(crate) fn connection(
-    extensions: &http::Extensions,
-) -> (Option<std::net::IpAddr>, Option<Thumbprint>) {
+/// What the transport says about the connection a request arrived on.
+pub(crate) enum Transport {
+    /// The [`PeerCertificate`] extension (hyper-util loops, `certbound::tls::serve`) or axum's
+    /// `ConnectInfo<PeerCertificate>`: the peer and its certificate's thumbprint, if any.
+    Tls {
+        peer: std::net::IpAddr,
+        thumbprint: Option<Thumbprint>,
+    },
+    /// axum's `ConnectInfo<SocketAddr>` (plain HTTP behind a proxy): the peer address only.
+    Address(std::net::IpAddr),
+    /// Nothing: the server was not wired to tell.
+    Unknown,
+}
+
+pub(crate) fn connection(extensions: &http::Extensions) -> Transport {
     if let Some(peer) = extensions.get::<PeerCertificate>() {
-        return (Some(peer.remote_addr().ip()), peer.thumbprint().copied());
+        return Transport::Tls {
+            peer: peer.remote_addr().ip(),
+            thumbprint: peer.thumbprint().copied(),
+        };
     }
     #[cfg(feature = "axum")]
     {
         use axum::extract::ConnectInfo;
         if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<PeerCertificate>>() {
-            return (Some(peer.remote_addr().ip()), peer.thumbprint().copied());
+            return Transport::Tls {
+                peer: peer.remote_addr().ip(),
+                thumbprint: peer.thumbprint().copied(),
+            };
         }
         if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
-            return (Some(addr.ip()), None);
+            return Transport::Address(addr.ip());
         }
     }
-    (None, None)
+    Transport::Unknown
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CertBound<S>
@@ -181,7 +196,17 @@ where
             kid = tracing::field::Empty,
             client_cert = tracing::field::Empty,
         );
-        let (peer, tls_thumbprint) = connection(req.extensions());
+        let forwarding = self.auth.forwarded.is_some();
+        let (peer, tls_thumbprint) = match (connection(req.extensions()), forwarding) {
+            (Transport::Tls { peer, thumbprint }, _) => (Some(peer), thumbprint),
+            (Transport::Address(peer), true) => (Some(peer), None),
+            (Transport::Address(_) | Transport::Unknown, false) => {
+                return ResponseFuture::wiring(span, WiringError::NoTransport)
+            }
+            (Transport::Unknown, true) => {
+                return ResponseFuture::wiring(span, WiringError::NoPeerAddress)
+            }
+        };
         let presented = match self
             .auth
             .client_certificate(req.headers(), peer, tls_thumbprint)
@@ -304,6 +329,24 @@ pin_project! {
     }
 }
 
+impl<S, ReqBody, ResBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    fn wiring(span: tracing::Span, error: WiringError) -> Self {
+        if !span.is_disabled() {
+            span.record("outcome", "wiring_error");
+        }
+        ResponseFuture {
+            span,
+            state: State::Rejected {
+                response: Some(error.response()),
+            },
+        }
+    }
+}
+
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -318,9 +361,10 @@ where
             match this.state.as_mut().project() {
                 StateProj::Inner { future } => return future.poll(cx),
                 StateProj::Rejected { response } => {
-                    // Polled again after completion: answer with an empty default response
-                    // rather than panic.
-                    return Poll::Ready(Ok(response.take().unwrap_or_default()));
+                    // Polled again after completion: a 500, never an empty 200 and never a panic.
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .unwrap_or_else(|| WiringError::PolledAfterCompletion.response())));
                 }
                 StateProj::Authenticating {
                     pending,
@@ -332,7 +376,7 @@ where
                     let outcome = ready!(pending.as_mut().poll(cx));
                     let (Some(mut service), Some(mut request)) = (service.take(), request.take())
                     else {
-                        return Poll::Ready(Ok(Response::default()));
+                        return Poll::Ready(Ok(WiringError::PolledAfterCompletion.response()));
                     };
                     match outcome {
                         Ok(token) => {

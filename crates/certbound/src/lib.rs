@@ -50,6 +50,7 @@ pub mod metadata;
 pub mod response;
 pub mod scope;
 pub mod token;
+pub mod wiring;
 
 pub use authenticate::Clock;
 pub use builder::{BuildError, CertBoundBuilder, TrustedIssuer};
@@ -61,6 +62,7 @@ pub use extract::TokenRejection;
 pub use layer::{CertBound, CertBoundLayer, ResponseFuture};
 pub use response::{rejection_response, rejection_response_with};
 pub use token::{NoCustomClaims, VerifiedToken};
+pub use wiring::WiringError;
 
 /// The sans-IO core: thumbprints, bearer extraction, token policy, rejections.
 pub use certbound_core as core;

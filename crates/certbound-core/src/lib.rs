@@ -49,6 +49,7 @@ pub use certificate::ClientCertificate;
 pub use jose::{JoseHeader, UnverifiedToken};
 pub use keys::{
     JwksError, KeyError, KeyLookupError, KeySet, ParsedJwks, SkippedKey, VerificationKey,
+    MIN_RSA_BITS,
 };
 pub use policy::{BindingPolicy, TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
 pub use rejection::{ErrorClass, Rejection};

@@ -192,16 +192,18 @@ impl Authenticator {
     /// `None` means: decide the long way (no entry, or the entry's key is gone).
     fn cached_decision(&self, raw: &str, presented: Option<Thumbprint>) -> Option<Decision> {
         let cache = self.cache.as_ref()?;
-        let hit = cache.get(raw)?;
+        // Valid only while the issuer still returns the very key that verified the token (key
+        // sources keep an unchanged key's `Arc` across refetches). Rotated out, replaced, or
+        // keys unavailable: the entry goes and the uncached path decides.
+        let hit = cache.get_current(raw, |hit| {
+            self.issuers.get(hit.issuer).is_some_and(|entry| {
+                entry
+                    .keys
+                    .lookup(hit.claims.kid(), hit.claims.alg())
+                    .is_ok_and(|current| Arc::ptr_eq(&current, &hit.key))
+            })
+        })?;
         let entry = self.issuers.get(hit.issuer)?;
-        match entry.keys.lookup(hit.claims.kid(), hit.claims.alg()) {
-            Ok(current) if Arc::ptr_eq(&current, &hit.key) => {}
-            _ => {
-                // Rotated out, replaced, or keys unavailable: the uncached path decides.
-                cache.remove(raw);
-                return None;
-            }
-        }
         if let Err(rejection) = hit
             .claims
             .check_time((self.clock)(), entry.policy.leeway_secs())
@@ -229,6 +231,7 @@ impl Authenticator {
         presented: Option<Thumbprint>,
     ) -> Result<VerifiedToken, Rejection> {
         let entry = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
+        metrics::counter!(crate::layer::metric_names::SIGNATURE_VERIFICATIONS).increment(1);
         let claims = Arc::new(entry.policy.verify(token, alg, &key, (self.clock)())?);
         if let Some(cache) = &self.cache {
             cache.insert(raw, Arc::clone(&claims), key, issuer);

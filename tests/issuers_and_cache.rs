@@ -1,5 +1,6 @@
-//! The layer with real HTTPS issuers: several issuers, key rotation, issuer outages (503), and
-//! the verified-token cache, which must never accept what the uncached path rejects.
+//! The layer with real HTTPS issuers: several issuers, key rotation, issuer outages (503), slow
+//! issuers, and the verified-token cache, which must never accept what the uncached path
+//! rejects and must survive refetches of unchanged keys.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use certbound::{CertBound, CertBoundLayer, Rejection, RemoteJwks, TrustedIssuer};
 use certbound_core::{Algorithm, Thumbprint};
-use certbound_dev::issuer::TestIssuer;
+use certbound_dev::issuer::{FailureMode, TestIssuer};
 use certbound_dev::{bound_claims, unix_now, SigningKey};
 use common::{answer, Api, Mode, AUDIENCE};
 use serde_json::json;
@@ -339,4 +340,243 @@ async fn cache_bounds_hold_under_many_distinct_tokens() {
     let stats = layer.token_cache_stats().unwrap();
     assert!(stats.entries <= 100, "{stats:?}");
     assert!(stats.bytes <= 1024 * 1024, "{stats:?}");
+}
+
+/// A layer over `issuer`'s keys (kept, so the test can force refetches) with this cooldown.
+async fn remote_layer(issuer: &TestIssuer, cooldown: Duration) -> (CertBoundLayer, RemoteJwks) {
+    let keys = RemoteJwks::builder()
+        .issuer(issuer.issuer_url())
+        .system_roots(false)
+        .extra_root_certificates_pem(issuer.ca_pem())
+        .unknown_kid_cooldown(cooldown)
+        .build()
+        .await
+        .unwrap();
+    let layer = CertBound::builder()
+        .issuer(issuer.issuer_url())
+        .audience(AUDIENCE)
+        .key_source(keys.clone())
+        .build()
+        .await
+        .unwrap();
+    (layer, keys)
+}
+
+/// (misses, hits) of the layer's verified-token cache: a miss is a signature verification.
+fn verifications(layer: &CertBoundLayer) -> (u64, u64) {
+    let stats = layer.token_cache_stats().unwrap();
+    (stats.misses, stats.hits)
+}
+
+#[tokio::test]
+async fn a_steady_client_is_verified_once_across_key_refetches() {
+    let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+    let issuer = TestIssuer::start(&[&key]).await.unwrap();
+    let (layer, keys) = remote_layer(&issuer, Duration::ZERO).await;
+    let api = Api::serve(Mode::SelfSigned, layer.clone()).await;
+    let client = &api.pki.client_a;
+    let bound = |signer: &SigningKey| {
+        signer
+            .sign(&bound_claims(
+                issuer.issuer_url(),
+                AUDIENCE,
+                &common::thumbprint(client),
+            ))
+            .unwrap()
+    };
+    let token = bound(&key);
+    assert_eq!(api.hello(Some(client), Some(&token)).await.status, 200);
+    assert_eq!(verifications(&layer), (1, 0));
+
+    // Three refetches — forced, caused by an unknown-kid token through the layer, forced —
+    // each followed by the steady client's next request: answered from the cache every time.
+    let stranger = bound(&SigningKey::generate("unknown", Algorithm::ES256).unwrap());
+    for round in 0..3 {
+        let fetches = issuer.jwks_fetches();
+        if round == 1 {
+            api.hello(Some(client), Some(&stranger))
+                .await
+                .assert_invalid_token(Rejection::UnknownKey);
+        } else {
+            keys.refresh_now().await.unwrap();
+        }
+        assert_eq!(issuer.jwks_fetches(), fetches + 1, "round {round}");
+        assert_eq!(api.hello(Some(client), Some(&token)).await.status, 200);
+    }
+    // One verification for the steady token (and one for the stranger, refused); three hits.
+    assert_eq!(verifications(&layer), (2, 3));
+
+    // The key really changes — same kid, new material: the cached entry is dropped, the old
+    // token is verified again, against the new key, and refused.
+    let replaced = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+    issuer.set_keys(&[&replaced]);
+    keys.refresh_now().await.unwrap();
+    api.hello(Some(client), Some(&token))
+        .await
+        .assert_invalid_token(Rejection::BadSignature);
+    assert_eq!(verifications(&layer), (3, 3));
+    let renewed = bound(&replaced);
+    for _ in 0..2 {
+        assert_eq!(api.hello(Some(client), Some(&renewed)).await.status, 200);
+    }
+    assert_eq!(verifications(&layer), (4, 4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_issuer_holds_only_the_unknown_kid_request_that_fetches() {
+    const SLOW: Duration = Duration::from_secs(5);
+    let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+    let issuer = TestIssuer::start(&[&key]).await.unwrap();
+    let cooldown = Duration::from_millis(200);
+    let (layer, _keys) = remote_layer(&issuer, cooldown).await;
+    let api = Api::serve(Mode::SelfSigned, layer).await;
+    let identity = &api.pki.client_a;
+    let client = api.client(Some(identity));
+    let url = format!("{}/api/hello", api.url);
+    let bound = |signer: &SigningKey| {
+        signer
+            .sign(&bound_claims(
+                issuer.issuer_url(),
+                AUDIENCE,
+                &common::thumbprint(identity),
+            ))
+            .unwrap()
+    };
+    let known = bound(&key);
+    // Warm the connection; then the issuer turns slow, and the cooldown is over.
+    assert_eq!(timed_get(&client, &url, &known).await.0.status, 200);
+    issuer.set_failure(FailureMode::Slow(SLOW));
+    tokio::time::sleep(cooldown + Duration::from_millis(50)).await;
+
+    // The first unknown kid fetches, and waits for the slow issuer.
+    let trigger = tokio::spawn({
+        let (client, url) = (client.clone(), url.clone());
+        let token = bound(&SigningKey::generate("rotated", Algorithm::ES256).unwrap());
+        async move { timed_get(&client, &url, &token).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while issuer.jwks_fetches() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(issuer.jwks_fetches(), 2, "the slow fetch is in flight");
+
+    // The flood: 20 clients × 10 unknown-kid tokens, with known-kid requests among them.
+    let forged: Vec<Vec<String>> = (0..20)
+        .map(|c| {
+            (0..10)
+                .map(|i| {
+                    bound(
+                        &SigningKey::generate(&format!("forged-{c}-{i}"), Algorithm::ES256)
+                            .unwrap(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let mut flood = tokio::task::JoinSet::new();
+    for tokens in forged {
+        let (client, url, known) = (client.clone(), url.clone(), known.clone());
+        flood.spawn(async move {
+            let mut answers = Vec::new();
+            for token in tokens {
+                answers.push((false, timed_get(&client, &url, &token).await));
+                answers.push((true, timed_get(&client, &url, &known).await));
+            }
+            answers
+        });
+    }
+    let answers: Vec<_> = flood.join_all().await.into_iter().flatten().collect();
+    assert!(
+        !trigger.is_finished(),
+        "the flood was answered while the fetch was in flight"
+    );
+    let mut slowest = (Duration::ZERO, Duration::ZERO);
+    for (is_known, (answer, took)) in &answers {
+        if *is_known {
+            assert_eq!(answer.status, 200, "{answer:?}");
+            slowest.0 = slowest.0.max(*took);
+        } else {
+            answer.assert_invalid_token(Rejection::UnknownKey);
+            slowest.1 = slowest.1.max(*took);
+        }
+    }
+    eprintln!(
+        "{} requests during a {SLOW:?} fetch; slowest known-kid answer {:?}, slowest unknown-kid answer {:?}",
+        answers.len(),
+        slowest.0,
+        slowest.1
+    );
+    assert!(slowest.1 < Duration::from_millis(100), "{slowest:?}");
+    assert!(slowest.0 < Duration::from_millis(100), "{slowest:?}");
+    assert_eq!(issuer.jwks_fetches(), 2, "the flood fetched nothing");
+
+    // The request that fetched got its answer once the issuer did.
+    let (answer, took) = trigger.await.unwrap();
+    answer.assert_invalid_token(Rejection::UnknownKey);
+    assert!(took >= SLOW - Duration::from_millis(500), "{took:?}");
+}
+
+/// GET `url` with `token`, and how long the answer took.
+async fn timed_get(client: &reqwest::Client, url: &str, token: &str) -> (common::Answer, Duration) {
+    let started = std::time::Instant::now();
+    let response = client.get(url).bearer_auth(token).send().await.unwrap();
+    (answer(response).await, started.elapsed())
+}
+
+#[tokio::test]
+async fn duration_max_settings_build_and_serve() {
+    let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+    let issuer = TestIssuer::start(&[&key]).await.unwrap();
+    issuer.set_cache_control(Some(format!("max-age={}", u64::MAX)));
+    let keys = RemoteJwks::builder()
+        .issuer(issuer.issuer_url())
+        .system_roots(false)
+        .extra_root_certificates_pem(issuer.ca_pem())
+        .connect_timeout(Duration::MAX)
+        .timeout(Duration::MAX)
+        .cache_ttl_bounds(Duration::from_secs(1), Duration::MAX)
+        .default_ttl(Duration::MAX)
+        .unknown_kid_cooldown(Duration::MAX)
+        .max_stale(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    let layer = CertBound::builder()
+        .issuer(issuer.issuer_url())
+        .audience(AUDIENCE)
+        .key_source(keys.clone())
+        .leeway(Duration::MAX)
+        .token_cache(certbound::TokenCacheConfig {
+            max_entries: usize::MAX,
+            max_bytes: u64::MAX,
+        })
+        .build()
+        .await
+        .unwrap();
+    let api = Api::serve(Mode::SelfSigned, layer.clone()).await;
+    let client = &api.pki.client_a;
+    let token = key
+        .sign(&bound_claims(
+            issuer.issuer_url(),
+            AUDIENCE,
+            &common::thumbprint(client),
+        ))
+        .unwrap();
+    assert_eq!(api.hello(Some(client), Some(&token)).await.status, 200);
+    keys.refresh_now().await.unwrap();
+    assert_eq!(api.hello(Some(client), Some(&token)).await.status, 200);
+    assert_eq!(verifications(&layer), (1, 1));
+    // A cooldown of Duration::MAX: an unknown kid never fetches, and is answered.
+    let stranger = SigningKey::generate("k2", Algorithm::ES256).unwrap();
+    let token = stranger
+        .sign(&bound_claims(
+            issuer.issuer_url(),
+            AUDIENCE,
+            &common::thumbprint(client),
+        ))
+        .unwrap();
+    api.hello(Some(client), Some(&token))
+        .await
+        .assert_invalid_token(Rejection::UnknownKey);
+    assert_eq!(issuer.jwks_fetches(), 2);
 }

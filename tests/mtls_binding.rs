@@ -117,7 +117,10 @@ async fn claims_and_header_failures() {
             Rejection::MalformedBinding,
         ),
         (
-            with("cnf", json!({"jkt": "abc"})),
+            with(
+                "cnf",
+                json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+            ),
             Rejection::UnsupportedBinding,
         ),
     ];

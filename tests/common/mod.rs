@@ -8,7 +8,7 @@ pub mod support;
 pub mod process;
 
 use certbound::tls::{server_config, ClientAuth, ListenerStats, PeerCertificate, TlsListener};
-use certbound::{CertBound, CertBoundBuilder};
+use certbound::{CertBound, CertBoundBuilder, CertBoundLayer};
 use certbound_core::{Algorithm, ClientCertificate, Thumbprint};
 use certbound_dev::issuer::TestIssuer;
 use certbound_dev::{bound_claims, CertAndKey, DevPki, SigningKey};
@@ -94,11 +94,17 @@ impl Api {
         mode: Mode,
         configure: impl FnOnce(CertBoundBuilder) -> CertBoundBuilder,
     ) -> Api {
-        let pki = DevPki::generate(std::env::temp_dir()).unwrap();
         let auth = configure(CertBound::builder().audience(AUDIENCE))
             .build()
             .await
             .unwrap();
+        Self::serve(mode, auth).await
+    }
+
+    /// The API protected by `auth` (a clone keeps its statistics readable); `issuer` and
+    /// `signer` are placeholders the caller may replace.
+    pub async fn serve(mode: Mode, auth: CertBoundLayer) -> Api {
+        let pki = DevPki::generate(std::env::temp_dir()).unwrap();
         let client_auth = match mode {
             Mode::SelfSigned => ClientAuth::self_signed(),
             Mode::Ca => {

@@ -279,7 +279,12 @@ fn same_reason_code_as_the_layer() {
         ("unknown_key", unknown_kid.sign(&claims).unwrap(), &s.a_pem),
         (
             "unsupported_binding",
-            s.key.sign(&with("cnf", json!({"jkt": "abc"}))).unwrap(),
+            s.key
+                .sign(&with(
+                    "cnf",
+                    json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+                ))
+                .unwrap(),
             &s.a_pem,
         ),
         (

@@ -28,9 +28,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::jose::parse_object;
 use crate::Rejection;
+
+/// The shortest RSA modulus accepted, in bits (RFC 7518 §3.3).
+pub const MIN_RSA_BITS: usize = 2048;
 
 /// The curve of an EC or OKP key; it restricts which `alg` the key may verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +55,58 @@ pub struct VerificationKey {
     family: AlgorithmFamily,
     curve: Option<Curve>,
     key: DecodingKey,
+    /// SHA-256 over the kid, alg, key type, curve and the decoded key parameters; computed
+    /// once at parse time. Equal fingerprints mean the same key (see [`KeySet::adopt_unchanged`]).
+    fingerprint: [u8; 32],
+}
+
+/// Builds a key's content fingerprint: every field length-prefixed, so no two different
+/// field lists hash the same input.
+struct Fingerprint(Sha256);
+
+impl Fingerprint {
+    fn new(kid: Option<&str>, alg: Option<Algorithm>, kty: &str) -> Self {
+        let mut f = Self(Sha256::new());
+        f.0.update(b"certbound verification key v1");
+        match kid {
+            Some(kid) => f.field(b"kid").field(kid.as_bytes()),
+            None => f.field(b"no kid"),
+        };
+        match alg {
+            Some(alg) => f.field(b"alg").field(format!("{alg:?}").as_bytes()),
+            None => f.field(b"no alg"),
+        };
+        f.field(kty.as_bytes());
+        f
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update((bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    /// An unsigned big-endian integer (RSA `n`, `e`), without its leading zero bytes.
+    fn integer(&mut self, bytes: &[u8]) -> &mut Self {
+        let start = bytes.iter().take_while(|b| **b == 0).count();
+        self.field(bytes.get(start..).unwrap_or_default())
+    }
+
+    fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+/// The bit length of an unsigned big-endian integer (leading zero bytes and bits ignored).
+fn bit_length(bytes: &[u8]) -> usize {
+    let start = bytes.iter().take_while(|b| **b == 0).count();
+    match bytes.get(start..) {
+        Some([top, rest @ ..]) => rest
+            .len()
+            .saturating_mul(8)
+            .saturating_add(8 - top.leading_zeros() as usize),
+        _ => 0,
+    }
 }
 
 impl fmt::Debug for VerificationKey {
@@ -83,7 +139,7 @@ pub enum KeyError {
     /// The key's `alg` is not a supported signature algorithm, or does not fit the key.
     #[error("key algorithm {0:?} is not a supported signature algorithm for this key")]
     UnsupportedAlgorithm(String),
-    /// RSA modulus shorter than 2048 bits (RFC 7518 §3.3).
+    /// RSA modulus shorter than [`MIN_RSA_BITS`] bits (RFC 7518 §3.3); the exact bit length.
     #[error("RSA key is {0} bits; at least 2048 are required")]
     WeakRsaKey(usize),
     /// A symmetric (`oct`) key in a JWKS document; shared secrets must be configured explicitly.
@@ -130,30 +186,40 @@ impl VerificationKey {
                     .map_err(|_| KeyError::UnsupportedAlgorithm(a.to_owned()))?,
             ),
         };
+        let decode = |name: &'static str| -> Result<Vec<u8>, KeyError> {
+            URL_SAFE_NO_PAD
+                .decode(str_param(name)?)
+                .map_err(|_| KeyError::BadParameter(name))
+        };
+        let mut fingerprint = Fingerprint::new(kid.as_deref(), alg, kty);
         let (family, curve, key) = match kty {
             "RSA" => {
                 let n = str_param("n")?;
                 let e = str_param("e")?;
-                let n_bytes = URL_SAFE_NO_PAD
-                    .decode(n)
-                    .map_err(|_| KeyError::BadParameter("n"))?;
-                let leading_zeros = n_bytes.iter().take_while(|b| **b == 0).count();
-                let bits = (n_bytes.len() - leading_zeros) * 8;
-                if bits < 2048 {
+                let n_bytes = decode("n")?;
+                // Counted in bits, from the top byte's leading zeros: a 2047-bit modulus is
+                // 256 bytes long and still too short.
+                let bits = bit_length(&n_bytes);
+                if bits < MIN_RSA_BITS {
                     return Err(KeyError::WeakRsaKey(bits));
                 }
                 let key = DecodingKey::from_rsa_components(n, e)
                     .map_err(|_| KeyError::BadParameter("e"))?;
+                fingerprint.integer(&n_bytes).integer(&decode("e")?);
                 (AlgorithmFamily::Rsa, None, key)
             }
             "EC" => {
-                let crv = match str_param("crv")? {
-                    "P-256" => Curve::P256,
-                    "P-384" => Curve::P384,
+                let (crv, name) = match str_param("crv")? {
+                    "P-256" => (Curve::P256, "P-256"),
+                    "P-384" => (Curve::P384, "P-384"),
                     other => return Err(KeyError::UnsupportedCurve(other.to_owned())),
                 };
                 let key = DecodingKey::from_ec_components(str_param("x")?, str_param("y")?)
                     .map_err(|_| KeyError::InvalidKeyMaterial)?;
+                fingerprint
+                    .field(name.as_bytes())
+                    .field(&decode("x")?)
+                    .field(&decode("y")?);
                 (AlgorithmFamily::Ec, Some(crv), key)
             }
             "OKP" => {
@@ -162,9 +228,7 @@ impl VerificationKey {
                     other => return Err(KeyError::UnsupportedCurve(other.to_owned())),
                 }
                 let x = str_param("x")?;
-                let point = URL_SAFE_NO_PAD
-                    .decode(x)
-                    .map_err(|_| KeyError::BadParameter("x"))?;
+                let point = decode("x")?;
                 // A small-order point "verifies" forged signatures (R = identity, S = 0 passes
                 // cofactorless verification for every message), so it is never a key.
                 if point.len() != 32 || is_small_order_ed25519(&point) {
@@ -172,6 +236,7 @@ impl VerificationKey {
                 }
                 let key =
                     DecodingKey::from_ed_components(x).map_err(|_| KeyError::BadParameter("x"))?;
+                fingerprint.field(b"Ed25519").field(&point);
                 (AlgorithmFamily::Ed, Some(Curve::Ed25519), key)
             }
             "oct" => return Err(KeyError::SymmetricKeyInJwks),
@@ -183,6 +248,7 @@ impl VerificationKey {
             family,
             curve,
             key,
+            fingerprint: fingerprint.finish(),
         };
         if let Some(alg) = key.alg {
             if !key.fits(alg) {
@@ -195,13 +261,23 @@ impl VerificationKey {
     /// A shared-secret (HMAC) key. Tokens signed with HS256/384/512 are accepted only with a key
     /// made here *and* those algorithms added to the allow-list explicitly.
     pub fn from_shared_secret(kid: Option<String>, secret: &[u8]) -> Self {
+        let mut fingerprint = Fingerprint::new(kid.as_deref(), None, "oct");
+        fingerprint.field(secret);
         Self {
             kid,
             alg: None,
             family: AlgorithmFamily::Hmac,
             curve: None,
             key: DecodingKey::from_secret(secret),
+            fingerprint: fingerprint.finish(),
         }
+    }
+
+    /// Whether `other` is the same key: same `kid`, `alg`, key type, curve and key material
+    /// (compared by a SHA-256 fingerprint computed when the key was parsed). Key use and
+    /// `key_ops` only decide whether a key is kept at all, so they are not compared.
+    pub fn same_key(&self, other: &VerificationKey) -> bool {
+        self.fingerprint == other.fingerprint
     }
 
     /// The key id.
@@ -418,6 +494,41 @@ impl KeySet {
         }
     }
 
+    /// Carries key identity across a refetch: every key of this set that is also in `previous`
+    /// ([`VerificationKey::same_key`]: same `kid`, `alg`, type, curve and material) is replaced
+    /// by `previous`'s `Arc`, so whoever holds that `Arc` — the verified-token cache compares
+    /// keys by pointer — sees the key unchanged. A key whose material changed under the same
+    /// `kid`, or that is not in this set, keeps no identity. Returns how many keys were carried
+    /// over.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use certbound_core::{Algorithm, KeySet};
+    ///
+    /// let jwks = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"ec-1",
+    ///   "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+    ///   "y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+    /// let old = KeySet::from_jwks(jwks).unwrap().keys;
+    /// let mut new = KeySet::from_jwks(jwks).unwrap().keys;
+    /// assert_eq!(new.adopt_unchanged(&old), 1);
+    /// assert!(Arc::ptr_eq(
+    ///     new.get(Some("ec-1"), Algorithm::ES256).unwrap(),
+    ///     old.get(Some("ec-1"), Algorithm::ES256).unwrap(),
+    /// ));
+    /// ```
+    pub fn adopt_unchanged(&mut self, previous: &KeySet) -> usize {
+        let known: HashMap<[u8; 32], &Arc<VerificationKey>> =
+            previous.keys.iter().map(|k| (k.fingerprint, k)).collect();
+        let mut adopted = 0;
+        for key in &mut self.keys {
+            if let Some(old) = known.get(&key.fingerprint) {
+                *key = Arc::clone(old);
+                adopted += 1;
+            }
+        }
+        adopted
+    }
+
     /// Whether a key with this `kid` is in the set.
     pub fn contains_kid(&self, kid: &str) -> bool {
         self.by_kid.contains_key(kid)
@@ -495,6 +606,153 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    fn rsa_doc(n: &[u8]) -> String {
+        format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"r","n":"{}","e":"AQAB"}}]}}"#,
+            URL_SAFE_NO_PAD.encode(n)
+        )
+    }
+
+    /// A modulus of exactly `bits` bits (top bit set), preceded by `zeros` zero bytes.
+    fn modulus(bits: usize, zeros: usize) -> Vec<u8> {
+        let len = bits.div_ceil(8);
+        let mut n = vec![0u8; zeros];
+        n.extend(std::iter::repeat_n(0xffu8, len));
+        let top_bits = bits - (len - 1) * 8;
+        n[zeros] = 0xff >> (8 - top_bits);
+        n
+    }
+
+    #[test]
+    fn the_rsa_floor_counts_bits_not_bytes() {
+        for (bits, zeros) in [
+            (2047, 0),
+            (2041, 0),
+            (2047, 1),
+            (2047, 3),
+            (2040, 0),
+            (1, 2),
+        ] {
+            let doc = rsa_doc(&modulus(bits, zeros));
+            assert_eq!(
+                KeySet::from_jwks(doc.as_bytes()).err(),
+                Some(JwksError::NoUsableKey { skipped: 1 }),
+                "{bits} bits after {zeros} zero bytes"
+            );
+            let jwk: Value = serde_json::from_str(&doc).unwrap();
+            assert_eq!(
+                VerificationKey::from_jwk(jwk["keys"][0].as_object().unwrap()).err(),
+                Some(KeyError::WeakRsaKey(bits)),
+                "{bits} bits after {zeros} zero bytes"
+            );
+        }
+        for (bits, zeros) in [(2048, 0), (2048, 2), (3071, 0), (4096, 1)] {
+            let parsed = KeySet::from_jwks(rsa_doc(&modulus(bits, zeros)).as_bytes()).unwrap();
+            assert!(
+                parsed.keys.get(Some("r"), Algorithm::RS256).is_ok(),
+                "{bits} bits after {zeros} zero bytes"
+            );
+        }
+        // Nothing but zero bytes, or nothing at all: zero bits.
+        for n in [&[][..], &[0, 0, 0]] {
+            let jwk: Value = serde_json::from_str(&rsa_doc(n)).unwrap();
+            assert_eq!(
+                VerificationKey::from_jwk(jwk["keys"][0].as_object().unwrap()).err(),
+                Some(KeyError::WeakRsaKey(0))
+            );
+        }
+        assert_eq!(bit_length(&[0x00, 0x01]), 1);
+        assert_eq!(bit_length(&[0x80, 0x00]), 16);
+    }
+
+    const EC2_X: &str = "MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4";
+    const EC2_Y: &str = "4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM";
+
+    fn key(jwk: &str) -> VerificationKey {
+        let jwk: Map<String, Value> = serde_json::from_str(jwk).unwrap();
+        VerificationKey::from_jwk(&jwk).unwrap()
+    }
+
+    #[test]
+    fn same_key_compares_kid_alg_type_and_material() {
+        let base = key(&ec(r#","kid":"a","alg":"ES256""#));
+        // Members that do not change the key: use, key_ops, member order, other members.
+        for same in [
+            ec(r#","kid":"a","alg":"ES256","use":"sig""#),
+            ec(r#","alg":"ES256","kid":"a","key_ops":["verify"],"x5t":"whatever""#),
+        ] {
+            assert!(base.same_key(&key(&same)), "{same}");
+        }
+        let other_point = format!(
+            r#"{{"kty":"EC","crv":"P-256","kid":"a","alg":"ES256","x":"{EC2_X}","y":"{EC2_Y}"}}"#
+        );
+        for different in [
+            ec(r#","kid":"b","alg":"ES256""#),
+            ec(r#","alg":"ES256""#),
+            ec(r#","kid":"a""#),
+            other_point,
+        ] {
+            assert!(!base.same_key(&key(&different)), "{different}");
+        }
+        // RSA integers compare by value: leading zero bytes do not make another key.
+        let rsa = |n: &[u8], e: &str| {
+            key(&format!(
+                r#"{{"kty":"RSA","kid":"r","n":"{}","e":"{e}"}}"#,
+                URL_SAFE_NO_PAD.encode(n)
+            ))
+        };
+        let n = modulus(2048, 0);
+        assert!(rsa(&n, "AQAB").same_key(&rsa(&modulus(2048, 1), "AQAB")));
+        assert!(rsa(&n, "AQAB").same_key(&rsa(&n, "AAEAAQ")));
+        assert!(!rsa(&n, "AQAB").same_key(&rsa(&n, "Aw")));
+        assert!(!rsa(&n, "AQAB").same_key(&rsa(&modulus(2049, 0), "AQAB")));
+        // Shared secrets: by kid and secret.
+        let hs = |kid: &str, secret: &[u8]| {
+            VerificationKey::from_shared_secret(Some(kid.into()), secret)
+        };
+        assert!(hs("h", &[1; 32]).same_key(&hs("h", &[1; 32])));
+        assert!(!hs("h", &[1; 32]).same_key(&hs("h", &[2; 32])));
+        assert!(!hs("h", &[1; 32]).same_key(&hs("i", &[1; 32])));
+    }
+
+    #[test]
+    fn adopt_unchanged_keeps_identity_only_for_unchanged_keys() {
+        let doc = |keys: &[String]| {
+            KeySet::from_jwks(format!(r#"{{"keys":[{}]}}"#, keys.join(",")).as_bytes())
+                .unwrap()
+                .keys
+        };
+        let moved = |kid: &str| {
+            format!(r#"{{"kty":"EC","crv":"P-256","kid":"{kid}","x":"{EC2_X}","y":"{EC2_Y}"}}"#)
+        };
+        let old = doc(&[
+            ec(r#","kid":"stays""#),
+            ec(r#","kid":"changes""#),
+            ec(r#","kid":"leaves""#),
+        ]);
+        let mut new = doc(&[
+            ec(r#","kid":"stays""#),
+            moved("changes"),
+            ec(r#","kid":"arrives""#),
+        ]);
+        assert_eq!(new.adopt_unchanged(&old), 1);
+        let get =
+            |set: &KeySet, kid: &str| Arc::clone(set.get(Some(kid), Algorithm::ES256).unwrap());
+        assert!(Arc::ptr_eq(&get(&new, "stays"), &get(&old, "stays")));
+        assert!(!Arc::ptr_eq(&get(&new, "changes"), &get(&old, "changes")));
+        assert!(!get(&new, "changes").same_key(&get(&old, "changes")));
+        assert!(new.get(Some("leaves"), Algorithm::ES256).is_err());
+        assert_eq!(
+            new.kids().collect::<Vec<_>>(),
+            ["stays", "changes", "arrives"]
+        );
+        // Idempotent, and a set adopting from itself changes nothing.
+        assert_eq!(new.adopt_unchanged(&old), 1);
+        let again = new.clone();
+        assert_eq!(new.adopt_unchanged(&again), 3);
+        assert!(Arc::ptr_eq(&get(&new, "arrives"), &get(&again, "arrives")));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub use confirmation::{BindingPolicy, BindingPolicyError, Confirmation};
 pub use jose::{JoseHeader, UnverifiedToken};
 pub use keys::{
     JwksError, KeyError, KeyLookupError, KeySet, ParsedJwks, SkippedKey, VerificationKey,
+    MIN_RSA_BITS,
 };
 pub use policy::{TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
 pub use rejection::{ErrorClass, Rejection};

@@ -216,6 +216,12 @@ impl NeedKey<'_> {
         self.alg
     }
 
+    /// Whether `key` lets a cached token skip its signature check: it is the very key that
+    /// verified the token (still in the issuer's current set).
+    pub fn uses_cached(&self, key: &Arc<VerificationKey>) -> bool {
+        self.cached.is_some_and(|hit| Arc::ptr_eq(&hit.key, key))
+    }
+
     /// Continues with the key the driver found, or the rejection its lookup gave.
     ///
     /// For a cached token, the key must be the very key that verified it (it is still in the
@@ -231,7 +237,7 @@ impl NeedKey<'_> {
             .issuers
             .get(self.issuer)
             .ok_or(Rejection::WrongIssuer)?;
-        if let Some(hit) = self.cached.filter(|hit| Arc::ptr_eq(&hit.key, &key)) {
+        if let Some(hit) = self.cached.filter(|_| self.uses_cached(&key)) {
             hit.claims.check_time(self.now, policy.leeway_secs())?;
             return verifier.bind(hit.clone(), self.presented, false);
         }

@@ -59,7 +59,8 @@ pub trait KeySource: Send + Sync + std::fmt::Debug + 'static {
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection>;
 
     /// Slow path, called only after `lookup` returned `Err(Rejection::UnknownKey)`: refresh
-    /// (coalesced with concurrent callers, at most once per cooldown) and look again.
+    /// (at most once per cooldown) and look again. Only the caller that starts a fetch waits
+    /// for it; others are answered from the current keys at once.
     fn refresh(
         &self,
         kid: Option<&str>,

@@ -103,3 +103,48 @@ async fn dropping_the_source_stops_the_background_refresher() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     assert_eq!(issuer.jwks_fetches(), after_drop);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duration_max_everywhere_builds_and_serves() {
+    let k1 = key("k1");
+    let issuer = issuer(&[&k1]).await;
+    // The largest max-age there is, and every knob at its maximum.
+    issuer.set_cache_control(Some(format!("max-age={}", u64::MAX)));
+    let jwks = builder(&issuer)
+        .connect_timeout(Duration::MAX)
+        .timeout(Duration::MAX)
+        .cache_ttl_bounds(SECOND, Duration::MAX)
+        .default_ttl(Duration::MAX)
+        .unknown_kid_cooldown(Duration::MAX)
+        .max_stale(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    assert!(jwks.lookup(Some("k1"), Algorithm::ES256).is_ok());
+    assert_eq!(jwks.stats().state, certbound_jwks::CacheState::Fresh);
+    // A cooldown of Duration::MAX: no unknown-kid fetch, ever.
+    assert!(jwks.refresh(Some("k2"), Algorithm::ES256).await.is_err());
+    // Without max-age: the default lifetime, Duration::MAX, and a manual refetch.
+    issuer.set_cache_control(None);
+    jwks.refresh_now().await.unwrap();
+    // A failure: the back-off and the stale deadline are computed without overflow.
+    issuer.set_failure(certbound_dev::issuer::FailureMode::Status(500));
+    assert!(jwks.refresh_now().await.is_err());
+    assert!(jwks.lookup(Some("k1"), Algorithm::ES256).is_ok());
+    assert_eq!(issuer.jwks_fetches(), 3);
+
+    // No keys at all, the first fetch failing: Retry-After from a saturated deadline.
+    let down = common::issuer(&[&k1]).await;
+    down.set_failure(certbound_dev::issuer::FailureMode::Status(503));
+    let unavailable = builder(&down)
+        .cache_ttl_bounds(SECOND, Duration::MAX)
+        .max_stale(Duration::MAX)
+        .unknown_kid_cooldown(Duration::ZERO)
+        .build()
+        .await
+        .unwrap();
+    assert!(matches!(
+        unavailable.lookup(Some("k1"), Algorithm::ES256),
+        Err(certbound_core::Rejection::KeysUnavailable { retry_after_secs }) if retry_after_secs >= 1
+    ));
+}

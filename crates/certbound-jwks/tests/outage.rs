@@ -1,5 +1,5 @@
 //! Outages: the cached set keeps answering until its maximum stale age; a slow issuer never
-//! delays the fast path.
+//! delays the fast path, nor unknown-kid requests other than the one that fetches.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -10,6 +10,7 @@ use certbound_core::{Algorithm, JwksError, Rejection};
 use certbound_dev::issuer::FailureMode;
 use certbound_jwks::{CacheState, FetchError, KeySource};
 use common::{builder, eventually, issuer, key};
+use futures_util::FutureExt as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_if_error_until_max_stale_then_unavailable() {
@@ -132,4 +133,76 @@ async fn a_slow_issuer_never_delays_lookup() {
     let err = jwks.refresh_now().await.unwrap_err();
     assert!(matches!(err, FetchError::Timeout { .. }), "{err:?}");
     assert!(jwks.lookup(Some("k1"), Algorithm::ES256).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kid_requests_never_wait_for_a_slow_fetch() {
+    let k1 = key("k1");
+    let issuer = issuer(&[&k1]).await;
+    let cooldown = Duration::from_millis(100);
+    let jwks = builder(&issuer)
+        .timeout(Duration::from_secs(10))
+        .unknown_kid_cooldown(cooldown)
+        .build()
+        .await
+        .unwrap();
+    issuer.set_failure(FailureMode::Slow(Duration::from_secs(2)));
+    tokio::time::sleep(cooldown + Duration::from_millis(20)).await;
+
+    // The first unknown kid after the cooldown fetches, and waits for its (slow) fetch.
+    let trigger = tokio::spawn({
+        let jwks = jwks.clone();
+        async move { jwks.refresh(Some("new-1"), Algorithm::ES256).await }
+    });
+    assert!(eventually(Duration::from_secs(2), || issuer.jwks_fetches() == 2).await);
+
+    // Every other one is answered on its first poll — inside the cooldown, and past it while
+    // the fetch is still in flight — and a known kid is answered as usual.
+    for round in 0..2 {
+        for i in 0..1_000 {
+            let kid = format!("forged-{round}-{i}");
+            let answer = jwks.refresh(Some(&kid), Algorithm::ES256).now_or_never();
+            assert_eq!(
+                answer.expect("answered without waiting").unwrap_err(),
+                Rejection::UnknownKey
+            );
+        }
+        let known = jwks.refresh(Some("k1"), Algorithm::ES256).now_or_never();
+        assert!(known.expect("answered without waiting").is_ok());
+        assert!(
+            !trigger.is_finished(),
+            "round {round}: the fetch is in flight"
+        );
+        tokio::time::sleep(cooldown + Duration::from_millis(20)).await;
+    }
+    assert_eq!(issuer.jwks_fetches(), 2, "the flood fetched nothing");
+
+    // The slow fetch succeeds; the trigger gets its answer from the new set.
+    assert_eq!(trigger.await.unwrap().unwrap_err(), Rejection::UnknownKey);
+    assert_eq!(jwks.stats().fetches_ok, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_fetch_does_not_block_later_refreshes() {
+    let k1 = key("k1");
+    let issuer = issuer(&[&k1]).await;
+    let cooldown = Duration::from_millis(50);
+    let jwks = builder(&issuer)
+        .unknown_kid_cooldown(cooldown)
+        .build()
+        .await
+        .unwrap();
+    issuer.set_failure(FailureMode::Slow(Duration::from_secs(5)));
+    // A manual fetch whose caller gives up (its future is dropped mid-fetch).
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), jwks.refresh_now()).await;
+    assert!(abandoned.is_err(), "still in flight when abandoned");
+
+    // The next unknown kid after the cooldown fetches again and finds the new key.
+    let k2 = key("k2");
+    issuer.set_keys(&[&k1, &k2]);
+    issuer.set_failure(FailureMode::Normal);
+    tokio::time::sleep(cooldown + Duration::from_millis(20)).await;
+    let before = issuer.jwks_fetches();
+    assert!(jwks.refresh(Some("k2"), Algorithm::ES256).await.is_ok());
+    assert_eq!(issuer.jwks_fetches(), before + 1);
 }

@@ -146,10 +146,11 @@ impl Authenticator {
         match self.lookup(&need) {
             Err(Rejection::UnknownKey) => {}
             key => {
+                self.count(&need, &key);
                 return match need.resume(key) {
                     Ok(accepted) => Decision::Accept(self.accepted(token, accepted)),
                     Err(rejection) => Decision::Reject(self.rejected(token, &cached, rejection)),
-                }
+                };
             }
         }
         // Not in the current key set: refresh the issuer's keys (I/O), then decide again with
@@ -174,7 +175,10 @@ impl Authenticator {
             let outcome = match step {
                 Step::Accept(accepted) => Ok(accepted),
                 Step::Reject(rejection) => Err(rejection),
-                Step::NeedKey(need) => need.resume(key),
+                Step::NeedKey(need) => {
+                    this.count(&need, &key);
+                    need.resume(key)
+                }
             };
             match outcome {
                 Ok(accepted) => Ok(this.accepted(&token, accepted)),
@@ -193,6 +197,21 @@ impl Authenticator {
             .get(need.issuer_index())
             .ok_or(Rejection::WrongIssuer)?;
         keys.lookup(need.kid(), need.alg())
+    }
+
+    /// Counts a cache hit or miss, and a signature verification when one is about to happen.
+    fn count(
+        &self,
+        need: &NeedKey<'_>,
+        key: &Result<Arc<certbound_core::VerificationKey>, Rejection>,
+    ) {
+        let hit = key.as_ref().is_ok_and(|key| need.uses_cached(key));
+        if let Some(cache) = &self.cache {
+            cache.record(hit);
+        }
+        if !hit && key.is_ok() {
+            metrics::counter!(crate::layer::metric_names::SIGNATURE_VERIFICATIONS).increment(1);
+        }
     }
 
     /// Caches what was verified just now, and hands the request its token.

@@ -268,6 +268,8 @@ pub mod metric_names {
     pub const ACCEPTED: &str = "certbound_requests_accepted_total";
     /// Counter, label `reason` (a [`Rejection::code`](certbound_core::Rejection::code)): requests refused.
     pub const REJECTED: &str = "certbound_requests_rejected_total";
+    /// Counter: token signatures verified (a verified-token cache hit verifies none).
+    pub const SIGNATURE_VERIFICATIONS: &str = "certbound_signature_verifications_total";
 }
 
 fn record_acceptance(span: &tracing::Span, token: &VerifiedToken) {

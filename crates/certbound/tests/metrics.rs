@@ -70,8 +70,10 @@ async fn accepted_and_rejected_requests_are_counted_by_reason() {
             })
             .sum()
     };
-    use certbound::layer::metric_names::{ACCEPTED, REJECTED};
+    use certbound::layer::metric_names::{ACCEPTED, REJECTED, SIGNATURE_VERIFICATIONS};
     assert_eq!(counter(ACCEPTED, None), 2);
+    // The token was verified once; the two later requests were answered from the cache.
+    assert_eq!(counter(SIGNATURE_VERIFICATIONS, None), 1);
     assert_eq!(counter(REJECTED, Some(("reason", "binding_mismatch"))), 1);
     assert_eq!(counter(REJECTED, None), 1);
 }

@@ -5,6 +5,19 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The furthest ahead any deadline is put: 100 years. A configured lifetime, stale age or
+/// cooldown of `Duration::MAX` means "practically never", not a panic on `Instant` overflow —
+/// and deadlines stay far enough from the end of `Instant`'s range for timers to add to them.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `t + d`, saturated at `t + FAR_FUTURE`: never panics, whatever `d` is.
+pub(crate) fn later(t: Instant, d: Duration) -> Instant {
+    let d = d.min(FAR_FUTURE);
+    // `t + 100 years` cannot overflow on any platform tokio supports; should it, the deadline
+    // is `t` itself — an expiry comes early (a refetch) rather than never.
+    t.checked_add(d).unwrap_or(t)
+}
+
 /// The cache and retry policy of a [`RemoteJwks`](super::RemoteJwks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CachePolicy {
@@ -49,7 +62,7 @@ impl CachePolicy {
     /// When the background task refreshes a set fetched at `fetched_at` with lifetime `ttl`:
     /// after 90 % of the lifetime, so the new set normally arrives before the old one expires.
     pub fn refresh_at(&self, fetched_at: Instant, ttl: Duration) -> Instant {
-        fetched_at + ttl.saturating_sub(ttl / 10)
+        later(fetched_at, ttl.saturating_sub(ttl / 10))
     }
 
     /// The delay before the next attempt after `failures` consecutive failed fetches (≥ 1).
@@ -60,9 +73,19 @@ impl CachePolicy {
             .min(self.backoff_max)
     }
 
-    /// Whether an unknown-kid refresh may fetch now, given when the last fetch started.
-    pub fn cooldown_over(&self, last_attempt: Option<Instant>, now: Instant) -> bool {
-        last_attempt.is_none_or(|t| now.saturating_duration_since(t) >= self.cooldown)
+    /// Whether an unknown-kid refresh may fetch now, given how long ago the last fetch started
+    /// (`None`: never).
+    pub fn cooldown_over(&self, since_last_attempt: Option<Duration>) -> bool {
+        since_last_attempt.is_none_or(|elapsed| elapsed >= self.cooldown)
+    }
+
+    /// When a set fetched at `now` with lifetime `ttl` expires, and until when it may be
+    /// served stale.
+    pub fn lifetimes(&self, now: Instant, ttl: Duration) -> (Instant, Instant) {
+        (
+            later(now, ttl),
+            later(now, ttl.saturating_add(self.max_stale)),
+        )
     }
 }
 
@@ -181,9 +204,49 @@ mod tests {
     #[test]
     fn cooldown() {
         let p = policy();
+        assert!(p.cooldown_over(None));
+        assert!(!p.cooldown_over(Some(Duration::from_secs(29))));
+        assert!(p.cooldown_over(Some(Duration::from_secs(30))));
+        let forever = CachePolicy {
+            cooldown: Duration::MAX,
+            ..p
+        };
+        assert!(forever.cooldown_over(None));
+        assert!(!forever.cooldown_over(Some(Duration::MAX - Duration::from_nanos(1))));
+        assert!(forever.cooldown_over(Some(Duration::MAX)));
+    }
+
+    #[test]
+    fn huge_durations_saturate_instead_of_panicking() {
         let t0 = Instant::now();
-        assert!(p.cooldown_over(None, t0));
-        assert!(!p.cooldown_over(Some(t0), t0 + Duration::from_secs(29)));
-        assert!(p.cooldown_over(Some(t0), t0 + Duration::from_secs(30)));
+        let p = CachePolicy {
+            min_ttl: Duration::from_secs(1),
+            max_ttl: Duration::MAX,
+            default_ttl: Duration::MAX,
+            max_stale: Duration::MAX,
+            cooldown: Duration::MAX,
+            backoff_initial: Duration::MAX,
+            backoff_max: Duration::MAX,
+        };
+        let ttl = p.ttl([], None);
+        assert_eq!(ttl, Duration::MAX);
+        assert_eq!(
+            p.ttl(["max-age=18446744073709551615"], None),
+            Duration::from_secs(u64::MAX)
+        );
+        let (expires, stale) = p.lifetimes(t0, ttl);
+        assert_eq!(expires, t0 + FAR_FUTURE);
+        assert_eq!(stale, t0 + FAR_FUTURE);
+        assert_eq!(p.refresh_at(t0, ttl), t0 + FAR_FUTURE);
+        assert_eq!(p.backoff(u32::MAX), Duration::MAX);
+        assert_eq!(later(t0, p.backoff(7)), t0 + FAR_FUTURE);
+        // Ordinary values are exact.
+        assert_eq!(
+            later(t0, Duration::from_secs(5)),
+            t0 + Duration::from_secs(5)
+        );
+        let (expires, stale) = policy().lifetimes(t0, Duration::from_secs(600));
+        assert_eq!(expires, t0 + Duration::from_secs(600));
+        assert_eq!(stale, t0 + Duration::from_secs(600 + 86_400));
     }
 }

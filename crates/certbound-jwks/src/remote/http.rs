@@ -133,10 +133,12 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
 
-        let capacity = announced.map_or(8 * 1024, |len| len as usize);
+        let capacity = announced.map_or(8 * 1024, |len| {
+            usize::try_from(len).unwrap_or(self.max_body)
+        });
         let mut body = Vec::with_capacity(capacity.min(self.max_body));
         while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > self.max_body {
+            if body.len().saturating_add(chunk.len()) > self.max_body {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);

@@ -32,12 +32,26 @@
 //!   [`default_ttl`](RemoteJwksBuilder::default_ttl) without one. A background task refreshes it
 //!   after 90 % of that lifetime; it holds only a weak reference and ends when the last clone of
 //!   the [`RemoteJwks`] is dropped.
-//! * A token with an unknown `kid` makes [`refresh`](KeySource::refresh) fetch at once — one
-//!   fetch for all concurrent callers, and none within
-//!   [`unknown_kid_cooldown`](RemoteJwksBuilder::unknown_kid_cooldown) of the previous fetch, so
-//!   a flood of made-up `kid`s costs the issuer at most one request per cooldown. New keys are
-//!   picked up this way; a removed key stops validating with the next fetch, since every fetch
-//!   replaces the whole set.
+//! * A token with an unknown `kid` makes [`refresh`](KeySource::refresh) fetch at once — but
+//!   never within [`unknown_kid_cooldown`](RemoteJwksBuilder::unknown_kid_cooldown) of the start
+//!   of the previous fetch (of any kind), and never while another fetch is in flight. So a flood
+//!   of made-up `kid`s costs the issuer at most one request per cooldown, and **no unknown-kid
+//!   request ever waits for anything but its own fetch**: the first one after the cooldown
+//!   starts the fetch and waits for it (bounded by [`timeout`](RemoteJwksBuilder::timeout));
+//!   every other one — inside the cooldown, or while a fetch is in flight — is answered at once
+//!   from the current set, after a check of two atomics and without taking a lock, so a slow
+//!   issuer holds at most one request per cooldown. (The price: a burst of requests with a
+//!   freshly rotated `kid` gets `UnknownKey` except for the one that fetched, until the new set
+//!   is installed. Issuers publish new keys ahead of using them, and the background refresh
+//!   picks them up, so this is rare.)
+//! * New keys are picked up this way; a removed key stops validating with the next fetch, since
+//!   every fetch replaces the whole set. A key that is in both the old and the new set with the
+//!   same `kid`, `alg`, type and material keeps its identity (the same `Arc`, see
+//!   [`KeySet::adopt_unchanged`]), so tokens already verified with it stay in certbound's
+//!   verified-token cache across refetches; a key whose material changed under the same `kid`
+//!   is a new key, and tokens verified with the old material are verified again (and refused).
+//! * Durations may be as large as `Duration::MAX` (`max_stale`, the TTL bounds, the cooldown):
+//!   deadlines saturate 100 years ahead instead of overflowing.
 //! * When a fetch fails (connection refused, 5xx, garbage, timeout, oversized), the last good set
 //!   keeps serving until [`max_stale`](RemoteJwksBuilder::max_stale) after its expiry; retries back
 //!   off from 1 s to 60 s. Past that, `lookup` answers
@@ -49,7 +63,7 @@ mod freshness;
 mod http;
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -65,7 +79,7 @@ use tokio::time::Instant;
 pub use discovery::IssuerMetadata;
 pub use error::{BuildError, FetchError};
 
-use self::freshness::CachePolicy;
+use self::freshness::{later, CachePolicy};
 use self::http::{HttpClient, HttpConfig};
 use crate::KeySource;
 
@@ -145,7 +159,6 @@ struct Cached {
 /// Held only by whoever fetches (the background task, `refresh`, `refresh_now`), never by
 /// `lookup`.
 struct FetchState {
-    last_attempt: Option<Instant>,
     failures: u32,
     next_due: Instant,
 }
@@ -165,6 +178,11 @@ struct Inner {
     /// `next_due` as milliseconds since `epoch`, for `Retry-After` without taking the lock.
     epoch: Instant,
     next_attempt_ms: AtomicU64,
+    /// When the last fetch (of any kind) started, as milliseconds since `epoch`
+    /// (`NEVER` before the first): the unknown-kid cooldown is checked on it without a lock.
+    last_attempt_ms: AtomicU64,
+    /// A fetch is running: unknown-kid requests do not wait for it.
+    in_flight: AtomicBool,
     task: OnceLock<AbortHandle>,
 }
 
@@ -280,7 +298,41 @@ impl KeySource for RemoteJwks {
     }
 }
 
+/// Sets a flag for as long as it lives.
+struct InFlight<'a>(&'a AtomicBool);
+
+impl<'a> InFlight<'a> {
+    fn start(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::SeqCst);
+        Self(flag)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// `Inner::last_attempt_ms` before any fetch.
+const NEVER: u64 = u64::MAX;
+
 impl Inner {
+    /// Milliseconds from `epoch` to `t` (saturating).
+    fn millis_since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(NEVER - 1)
+    }
+
+    /// Whether the unknown-kid cooldown is over — two atomic loads, no lock.
+    fn cooldown_over(&self) -> bool {
+        let last = self.last_attempt_ms.load(Ordering::SeqCst);
+        let since = (last != NEVER).then(|| {
+            let now = self.millis_since_epoch(Instant::now());
+            Duration::from_millis(now.saturating_sub(last))
+        });
+        self.policy.cooldown_over(since)
+    }
+
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
         let current = self.current.load();
         match current.as_deref() {
@@ -296,9 +348,14 @@ impl Inner {
     }
 
     fn retry_after_secs(&self) -> u32 {
-        let due = self.epoch + Duration::from_millis(self.next_attempt_ms.load(Ordering::Relaxed));
+        let due = later(
+            self.epoch,
+            Duration::from_millis(self.next_attempt_ms.load(Ordering::Relaxed)),
+        );
         let wait = due.saturating_duration_since(Instant::now());
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let secs = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
         u32::try_from(secs).unwrap_or(u32::MAX).max(1)
     }
 
@@ -312,25 +369,27 @@ impl Inner {
             Err(Rejection::UnknownKey | Rejection::KeysUnavailable { .. }) => {}
             answered => return answered,
         }
-        let mut state = Arc::clone(&self.fetch).lock_owned().await;
-        let fetched_meanwhile = self.generation.load(Ordering::SeqCst) != seen;
-        if !fetched_meanwhile
-            && self
-                .policy
-                .cooldown_over(state.last_attempt, Instant::now())
-        {
-            tracing::debug!(kid, "unknown kid: fetching keys");
-            // The fetch runs in its own task, holding the lock: if this caller goes away, the
-            // fetch still completes and the callers queued behind it see its result.
-            let inner = Arc::clone(self);
-            let fetch =
-                tokio::spawn(
-                    async move { inner.fetch_locked(&mut state, Trigger::UnknownKid).await },
-                );
-            let _ = fetch.await;
-        } else {
-            drop(state);
+        // Inside the cooldown, or with a fetch in flight: answer now, from the current set.
+        if self.in_flight.load(Ordering::SeqCst) || !self.cooldown_over() {
+            return self.lookup(kid, alg);
         }
+        // Never wait for the lock: whoever holds it is fetching (or about to), and this
+        // request is not going to queue behind it.
+        let Ok(mut state) = Arc::clone(&self.fetch).try_lock_owned() else {
+            return self.lookup(kid, alg);
+        };
+        // Someone may have fetched between the checks above and the lock.
+        if self.generation.load(Ordering::SeqCst) != seen || !self.cooldown_over() {
+            drop(state);
+            return self.lookup(kid, alg);
+        }
+        tracing::debug!(kid, "unknown kid: fetching keys");
+        // The fetch runs in its own task, holding the lock: if this caller goes away, the
+        // fetch still completes and installs its result.
+        let inner = Arc::clone(self);
+        let fetch =
+            tokio::spawn(async move { inner.fetch_locked(&mut state, Trigger::UnknownKid).await });
+        let _ = fetch.await;
         self.lookup(kid, alg)
     }
 
@@ -341,7 +400,10 @@ impl Inner {
         trigger: Trigger,
     ) -> Result<(), FetchError> {
         let started = Instant::now();
-        state.last_attempt = Some(started);
+        self.last_attempt_ms
+            .store(self.millis_since_epoch(started), Ordering::SeqCst);
+        // Cleared when this fetch ends, however it ends (its future may be dropped).
+        let _in_flight = InFlight::start(&self.in_flight);
         let url = &self.jwks_uri;
         let outcome = match self.http.get(url, JWKS_ACCEPT).await {
             Ok(fetched) => match certbound_core::KeySet::from_jwks(&fetched.body) {
@@ -354,9 +416,10 @@ impl Inner {
             Err(e) => Err(e),
         };
         let now = Instant::now();
-        let duration_ms = now.saturating_duration_since(started).as_millis() as u64;
+        let duration_ms =
+            u64::try_from(now.saturating_duration_since(started).as_millis()).unwrap_or(u64::MAX);
         let result = match outcome {
-            Ok((fetched, parsed)) => {
+            Ok((fetched, mut parsed)) => {
                 for skipped in &parsed.skipped {
                     tracing::warn!(
                         url = %url,
@@ -369,13 +432,18 @@ impl Inner {
                     fetched.cache_control.iter().map(String::as_str),
                     fetched.age.as_deref(),
                 );
-                let expires_at = now + ttl;
+                let (expires_at, stale_until) = self.policy.lifetimes(now, ttl);
                 let keys = parsed.keys.len();
+                // Unchanged keys keep their `Arc`, so verified-token caches keyed on it survive.
+                let unchanged = match self.current.load().as_deref() {
+                    Some(previous) => parsed.keys.adopt_unchanged(&previous.keys),
+                    None => 0,
+                };
                 self.current.store(Some(Arc::new(Cached {
                     keys: parsed.keys,
                     fetched_at: now,
                     expires_at,
-                    stale_until: expires_at + self.policy.max_stale,
+                    stale_until,
                 })));
                 state.failures = 0;
                 state.next_due = self.policy.refresh_at(now, ttl);
@@ -386,6 +454,7 @@ impl Inner {
                     url = %url,
                     status = fetched.status.as_u16(),
                     keys,
+                    unchanged,
                     skipped = parsed.skipped.len(),
                     duration_ms,
                     ttl_secs = ttl.as_secs(),
@@ -398,7 +467,7 @@ impl Inner {
             Err(error) => {
                 state.failures = state.failures.saturating_add(1);
                 let retry_in = self.policy.backoff(state.failures);
-                state.next_due = now + retry_in;
+                state.next_due = later(now, retry_in);
                 self.fetches_failed.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!(crate::JWKS_FETCHES_METRIC, "outcome" => error.kind())
                     .increment(1);
@@ -417,7 +486,7 @@ impl Inner {
                     outcome = error.kind(),
                     %error,
                     failures = state.failures,
-                    retry_in_ms = retry_in.as_millis() as u64,
+                    retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
                     serving,
                     "JWKS fetch failed"
                 );
@@ -587,13 +656,16 @@ impl RemoteJwksBuilder {
     }
 
     /// Minimum time between fetches caused by unknown `kid`s, measured from the start of the
-    /// previous fetch of any kind. Default 30 s.
+    /// previous fetch of any kind. Default 30 s. Inside it — and whenever a fetch is in flight —
+    /// an unknown `kid` is answered at once from the current set; see the
+    /// [module docs](self#how-keys-stay-current). `Duration::MAX`: unknown `kid`s never fetch.
     pub fn unknown_kid_cooldown(mut self, cooldown: Duration) -> Self {
         self.cooldown = cooldown;
         self
     }
 
-    /// How long after its expiry a key set keeps serving while fetches fail. Default 24 h.
+    /// How long after its expiry a key set keeps serving while fetches fail. Default 24 h;
+    /// `Duration::MAX` (or anything over 100 years) means for as long as the process runs.
     pub fn max_stale(mut self, max_stale: Duration) -> Self {
         self.max_stale = max_stale;
         self
@@ -660,7 +732,6 @@ impl RemoteJwksBuilder {
             },
             current: ArcSwapOption::empty(),
             fetch: Arc::new(Mutex::new(FetchState {
-                last_attempt: None,
                 failures: 0,
                 next_due: now,
             })),
@@ -670,6 +741,8 @@ impl RemoteJwksBuilder {
             consecutive_failures: AtomicU32::new(0),
             epoch: now,
             next_attempt_ms: AtomicU64::new(0),
+            last_attempt_ms: AtomicU64::new(NEVER),
+            in_flight: AtomicBool::new(false),
             task: OnceLock::new(),
         });
         let initial = {

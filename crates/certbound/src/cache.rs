@@ -165,7 +165,7 @@ mod tests {
                 max_bytes,
             });
             assert_eq!(cache.stats().entries, 0);
-            assert!(cache.get_current("token", |_| true).is_none());
+            assert!(cache.get("token").is_none());
         }
     }
 }

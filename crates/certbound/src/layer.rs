@@ -73,6 +73,13 @@ impl CertBoundLayer {
         }
     }
 
+    /// The response this layer gives for `rejection`: its status, the `WWW-Authenticate`
+    /// challenge with this layer's realm (and `resource_metadata` when advertised),
+    /// `Retry-After` for `503`. See [`RejectionResponse`](crate::response::RejectionResponse).
+    pub fn rejection_response(&self, rejection: Rejection) -> crate::response::RejectionResponse {
+        crate::response::RejectionResponse::new(rejection, Arc::clone(&self.auth))
+    }
+
     /// Requires `scope` on the routes this wraps (use with `route_layer`, inside this layer):
     /// 403 `insufficient_scope` with `scope="…"` otherwise.
     pub fn require_scope(&self, scope: impl Into<String>) -> crate::scope::RequireScopeLayer {
@@ -397,6 +404,263 @@ where
                     }
                 }
             }
+        }
+    }
+}
+
+/// tower-http style: the layer around a `service_fn`, one request per `oneshot`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use certbound_core::{Algorithm, ClientCertificate, KeySet, VerificationKey};
+    use certbound_dev::{bound_claims, jwks_document, SigningKey};
+    use certbound_jwks::{KeySource, StaticJwks};
+    use futures_util::FutureExt as _;
+    use http::{header, Request, Response, StatusCode};
+    use tower::{service_fn, ServiceBuilder, ServiceExt as _};
+
+    use super::*;
+    use crate::CertBound;
+
+    const ISS: &str = "https://issuer.example/";
+    const AUD: &str = "https://api.example";
+
+    fn peer(cert: Option<&[u8]>) -> PeerCertificate {
+        PeerCertificate::new(
+            ([127, 0, 0, 1], 40_000).into(),
+            cert.map(|der| ClientCertificate::from_der(der.to_vec())),
+        )
+    }
+
+    /// The inner service: 200 with the token's subject, or it proves the layer let a request
+    /// through that it should not have.
+    async fn handler(req: Request<()>) -> Result<Response<String>, Infallible> {
+        let token = req
+            .extensions()
+            .get::<crate::VerifiedToken>()
+            .expect("the layer inserted it");
+        Ok(Response::new(token.sub().unwrap_or("-").to_owned()))
+    }
+
+    async fn call(
+        layer: &CertBoundLayer,
+        token: Option<&str>,
+        cert: Option<&[u8]>,
+    ) -> Response<String> {
+        let mut req = Request::builder().uri("/accounts");
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let mut req = req.body(()).unwrap();
+        req.extensions_mut().insert(peer(cert));
+        ServiceBuilder::new()
+            .layer(layer.clone())
+            .service(service_fn(handler))
+            .oneshot(req)
+            .await
+            .unwrap()
+    }
+
+    fn challenge(res: &Response<String>) -> &str {
+        res.headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    async fn layer_with(keys: impl KeySource) -> CertBoundLayer {
+        CertBound::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .realm("accounts")
+            .key_source(keys)
+            .build()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepts_a_bound_token_and_refuses_each_class() {
+        let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+        let layer =
+            layer_with(StaticJwks::from_jwks(jwks_document(&[&key]).to_string()).unwrap()).await;
+        let cert = b"client certificate DER".as_slice();
+        let token = key
+            .sign(&bound_claims(ISS, AUD, &Thumbprint::of_der(cert)))
+            .unwrap();
+
+        let ok = call(&layer, Some(&token), Some(cert)).await;
+        assert_eq!(
+            (ok.status(), ok.body().as_str()),
+            (StatusCode::OK, "user-123")
+        );
+
+        // No token: a bare challenge with the configured realm.
+        let res = call(&layer, None, Some(cert)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(challenge(&res), r#"Bearer realm="accounts""#);
+        // Malformed Authorization: 400 invalid_request.
+        let res = call(&layer, Some("not a token68!"), Some(cert)).await;
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert!(challenge(&res).contains(r#"error="invalid_request""#));
+        // Another certificate: 401 invalid_token, and the inner service never ran.
+        let res = call(&layer, Some(&token), Some(b"another certificate")).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            challenge(&res).contains(r#"realm="accounts", error="invalid_token""#),
+            "{}",
+            challenge(&res)
+        );
+        assert_eq!(res.body(), "");
+        // Keys unavailable: 503 + Retry-After, never acceptance.
+        let empty = layer_with(Unavailable).await;
+        let res = call(&empty, Some(&token), Some(cert)).await;
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "7");
+    }
+
+    #[tokio::test]
+    async fn a_cache_hit_skips_the_signature_but_not_the_binding() {
+        let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+        let layer =
+            layer_with(StaticJwks::from_jwks(jwks_document(&[&key]).to_string()).unwrap()).await;
+        let cert = b"client certificate DER".as_slice();
+        let token = key
+            .sign(&bound_claims(ISS, AUD, &Thumbprint::of_der(cert)))
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                call(&layer, Some(&token), Some(cert)).await.status(),
+                StatusCode::OK
+            );
+        }
+        let res = call(&layer, Some(&token), Some(b"a thief's certificate")).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        let stats = layer.token_cache_stats().unwrap();
+        // One verification; two hits accepted and one refused for the wrong certificate.
+        assert_eq!((stats.misses, stats.hits, stats.entries), (1, 3, 1));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refreshes_the_keys_once() {
+        let old = SigningKey::generate("old", Algorithm::ES256).unwrap();
+        let new = SigningKey::generate("new", Algorithm::ES256).unwrap();
+        let source = Arc::new(Rotating {
+            current: Mutex::new(keyset(&old)),
+            next: keyset(&new),
+            refreshes: AtomicUsize::new(0),
+        });
+        let layer = layer_with(Arc::clone(&source)).await;
+        let cert = b"client certificate DER".as_slice();
+        let token = new
+            .sign(&bound_claims(ISS, AUD, &Thumbprint::of_der(cert)))
+            .unwrap();
+        assert_eq!(
+            call(&layer, Some(&token), Some(cert)).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            call(&layer, Some(&token), Some(cert)).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(source.refreshes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn no_transport_information_is_a_wiring_error_not_the_clients() {
+        let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+        let layer =
+            layer_with(StaticJwks::from_jwks(jwks_document(&[&key]).to_string()).unwrap()).await;
+        let req = Request::builder()
+            .uri("/accounts")
+            .header(header::AUTHORIZATION, "Bearer abc")
+            .body(())
+            .unwrap(); // no PeerCertificate: served without certbound::tls::serve
+        let res = ServiceBuilder::new()
+            .layer(layer)
+            .service(service_fn(handler))
+            .oneshot(req)
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(res.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
+
+    #[test]
+    fn the_rejection_response_uses_the_layers_realm() {
+        let key = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+        let layer = layer_with(StaticJwks::from_jwks(jwks_document(&[&key]).to_string()).unwrap())
+            .now_or_never()
+            .expect("a static key source builds at once");
+        let res: Response<String> = layer.rejection_response(Rejection::Expired).into_http();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(challenge(&res).starts_with(r#"Bearer realm="accounts", error="invalid_token""#));
+    }
+
+    fn keyset(key: &SigningKey) -> Arc<KeySet> {
+        let doc = jwks_document(&[key]).to_string();
+        Arc::new(KeySet::from_jwks(doc.as_bytes()).unwrap().keys)
+    }
+
+    /// A key source whose refresh installs the next key set (a JWKS rotation, without HTTP).
+    #[derive(Debug)]
+    struct Rotating {
+        current: Mutex<Arc<KeySet>>,
+        next: Arc<KeySet>,
+        refreshes: AtomicUsize,
+    }
+
+    impl Rotating {
+        fn get(
+            &self,
+            kid: Option<&str>,
+            alg: Algorithm,
+        ) -> Result<Arc<VerificationKey>, Rejection> {
+            let keys = Arc::clone(&self.current.lock().unwrap());
+            keys.get(kid, alg).map(Arc::clone).map_err(Rejection::from)
+        }
+    }
+
+    impl KeySource for Rotating {
+        fn lookup(
+            &self,
+            kid: Option<&str>,
+            alg: Algorithm,
+        ) -> Result<Arc<VerificationKey>, Rejection> {
+            self.get(kid, alg)
+        }
+        fn refresh(
+            &self,
+            kid: Option<&str>,
+            alg: Algorithm,
+        ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>> {
+            self.refreshes.fetch_add(1, Ordering::SeqCst);
+            *self.current.lock().unwrap() = Arc::clone(&self.next);
+            let answer = self.get(kid, alg);
+            Box::pin(async move { answer })
+        }
+    }
+
+    /// A key source that has no usable keys.
+    #[derive(Debug)]
+    struct Unavailable;
+
+    impl KeySource for Unavailable {
+        fn lookup(&self, _: Option<&str>, _: Algorithm) -> Result<Arc<VerificationKey>, Rejection> {
+            Err(Rejection::KeysUnavailable {
+                retry_after_secs: 7,
+            })
+        }
+        fn refresh(
+            &self,
+            kid: Option<&str>,
+            alg: Algorithm,
+        ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>> {
+            let answer = self.lookup(kid, alg);
+            Box::pin(async move { answer })
         }
     }
 }

@@ -60,7 +60,7 @@ pub use certbound_jwks::{KeySource, RemoteJwks, StaticJwks};
 #[cfg(feature = "axum")]
 pub use extract::TokenRejection;
 pub use layer::{CertBound, CertBoundLayer, ResponseFuture};
-pub use response::{rejection_response, rejection_response_with};
+pub use response::{rejection_response, rejection_response_with, RejectionResponse};
 pub use token::{NoCustomClaims, VerifiedToken};
 pub use wiring::WiringError;
 

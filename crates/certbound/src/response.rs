@@ -1,5 +1,20 @@
 //! Turning a [`Rejection`] into an HTTP response (RFC 6750 §3).
 //!
+//! The layer answers through one path, [`CertBoundLayer::rejection_response`](crate::CertBoundLayer::rejection_response): the configured
+//! realm, `resource_metadata` when advertised, `Retry-After` for `503`. Use it when you map a
+//! rejection yourself (e.g. after [`CertBoundLayer::verify`](crate::CertBoundLayer::verify)); with axum the returned
+//! [`RejectionResponse`] is an `IntoResponse`.
+//!
+//! ```
+//! # async fn doc(layer: certbound::CertBoundLayer) {
+//! use certbound::Rejection;
+//! let response: http::Response<String> = layer.rejection_response(Rejection::Expired).into_http();
+//! assert_eq!(response.status(), 401);
+//! # }
+//! ```
+//!
+//! The free functions build the same answer for an explicit realm:
+//!
 //! ```
 //! use certbound::{rejection_response, Rejection};
 //!
@@ -15,7 +30,43 @@
 use http::header::{HeaderValue, CACHE_CONTROL, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::Response;
 
+use std::sync::Arc;
+
 use certbound_core::Rejection;
+
+use crate::authenticate::Authenticator;
+
+/// A [`Rejection`] answered the way a [`CertBoundLayer`](crate::CertBoundLayer) answers it (its
+/// realm, its `resource_metadata`): from [`CertBoundLayer::rejection_response`](crate::CertBoundLayer::rejection_response).
+/// Implements axum's `IntoResponse` (feature `axum`).
+#[derive(Debug, Clone)]
+pub struct RejectionResponse {
+    rejection: Rejection,
+    auth: Arc<Authenticator>,
+}
+
+impl RejectionResponse {
+    pub(crate) fn new(rejection: Rejection, auth: Arc<Authenticator>) -> Self {
+        Self { rejection, auth }
+    }
+
+    /// The rejection.
+    pub fn rejection(&self) -> &Rejection {
+        &self.rejection
+    }
+
+    /// The HTTP response, with any body type that has an empty default.
+    pub fn into_http<B: Default>(self) -> Response<B> {
+        self.auth.respond_with(&self.rejection, &[])
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for RejectionResponse {
+    fn into_response(self) -> axum::response::Response {
+        self.into_http()
+    }
+}
 
 /// Builds the response for `rejection`: its status, the `WWW-Authenticate` challenge for `realm`,
 /// `Retry-After` for 503, `Cache-Control: no-store`, and an empty body.

@@ -37,6 +37,9 @@ pub struct JoseHeader {
     kid: Option<String>,
     typ: Option<String>,
     crit: Option<Vec<String>>,
+    /// `jwk`, kept only for DPoP proofs (RFC 9449 §4.2), whose key is in their own header; an
+    /// access token's `jwk` is never used.
+    jwk: Option<Map<String, Value>>,
 }
 
 impl JoseHeader {
@@ -55,6 +58,10 @@ impl JoseHeader {
     /// The `crit` member, if present.
     pub fn crit(&self) -> Option<&[String]> {
         self.crit.as_deref()
+    }
+    /// The `jwk` member, for DPoP proof checks only.
+    pub(crate) fn jwk(&self) -> Option<&Map<String, Value>> {
+        self.jwk.as_ref()
     }
 
     fn from_object(obj: &Map<String, Value>) -> Result<Self, Rejection> {
@@ -76,11 +83,17 @@ impl JoseHeader {
             // RFC 7515 §4.1.11: an empty list or a non-array is not permitted.
             Some(_) => return Err(Rejection::MalformedToken),
         };
+        let jwk = match obj.get("jwk") {
+            None => None,
+            Some(Value::Object(jwk)) => Some(jwk.clone()),
+            Some(_) => return Err(Rejection::MalformedToken),
+        };
         Ok(Self {
             alg,
             kid,
             typ,
             crit,
+            jwk,
         })
     }
 }

@@ -47,6 +47,7 @@
 pub mod bearer;
 pub mod certificate;
 pub mod confirmation;
+pub mod dpop;
 pub mod forwarded;
 pub mod jose;
 pub mod keys;

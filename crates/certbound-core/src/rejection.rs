@@ -30,6 +30,12 @@ pub enum ErrorClass {
     InsufficientScope,
     /// The service cannot decide right now (503 + `Retry-After`): no usable signing keys.
     Unavailable,
+    /// `invalid_dpop_proof` (401, RFC 9449 §7.1): the DPoP proof is missing, malformed, or does
+    /// not hold for this request or token. Answered with a `DPoP` challenge.
+    InvalidDpopProof,
+    /// `use_dpop_nonce` (401, RFC 9449 §9): the proof needs a fresh server nonce, sent in the
+    /// `DPoP-Nonce` header. Answered with a `DPoP` challenge.
+    UseDpopNonce,
 }
 
 impl ErrorClass {
@@ -40,13 +46,18 @@ impl ErrorClass {
             ErrorClass::InvalidRequest => Some("invalid_request"),
             ErrorClass::InvalidToken => Some("invalid_token"),
             ErrorClass::InsufficientScope => Some("insufficient_scope"),
+            ErrorClass::InvalidDpopProof => Some("invalid_dpop_proof"),
+            ErrorClass::UseDpopNonce => Some("use_dpop_nonce"),
         }
     }
 
     /// The HTTP status for this class.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorClass::NoToken | ErrorClass::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorClass::NoToken
+            | ErrorClass::InvalidToken
+            | ErrorClass::InvalidDpopProof
+            | ErrorClass::UseDpopNonce => StatusCode::UNAUTHORIZED,
             ErrorClass::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorClass::InsufficientScope => StatusCode::FORBIDDEN,
             ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -148,6 +159,36 @@ rejections! {
     MalformedForwardedCertificate => ("malformed_forwarded_certificate", InvalidRequest, "forwarded client certificate is malformed"),
     /// The proxy says it could not verify the client certificate and the policy requires it.
     UnverifiedForwardedCertificate => ("unverified_forwarded_certificate", InvalidToken, "client certificate was not verified by the proxy"),
+    /// A DPoP-bound token (`cnf.jkt`) sent with the `Bearer` scheme (RFC 9449 §7.2).
+    DpopBoundTokenAsBearer => ("dpop_bound_token_as_bearer", InvalidToken, "token is DPoP-bound and must be sent with the DPoP scheme"),
+    /// `Authorization: DPoP` without a `DPoP` proof header.
+    MissingDpopProof => ("missing_dpop_proof", InvalidDpopProof, "no DPoP proof in the request"),
+    /// More than one `DPoP` header (RFC 9449 §4.3 check 1).
+    MultipleDpopProofs => ("multiple_dpop_proofs", InvalidDpopProof, "more than one DPoP proof in the request"),
+    /// Not a compact JWS, or a required claim (`jti`, `htm`, `htu`, `iat`, `ath`) missing or of the wrong type.
+    MalformedDpopProof => ("malformed_dpop_proof", InvalidDpopProof, "DPoP proof is malformed"),
+    /// `typ` is not `dpop+jwt`.
+    WrongDpopProofType => ("wrong_dpop_proof_type", InvalidDpopProof, "DPoP proof type is not dpop+jwt"),
+    /// The proof's `alg` is not in the DPoP allow-list (never `none` or HMAC).
+    DisallowedDpopAlgorithm => ("disallowed_dpop_algorithm", InvalidDpopProof, "DPoP proof algorithm is not allowed"),
+    /// `jwk` is missing, private, symmetric, weak, or does not fit `alg`.
+    InvalidDpopKey => ("invalid_dpop_key", InvalidDpopProof, "DPoP proof key is not an acceptable public key"),
+    /// The proof's signature does not verify with its `jwk`.
+    BadDpopSignature => ("bad_dpop_signature", InvalidDpopProof, "DPoP proof signature is invalid"),
+    /// `htm` is not this request's method.
+    DpopMethodMismatch => ("dpop_method_mismatch", InvalidDpopProof, "DPoP proof is for another HTTP method"),
+    /// `htu` is not this request's URI.
+    DpopUriMismatch => ("dpop_uri_mismatch", InvalidDpopProof, "DPoP proof is for another URI"),
+    /// `iat` is outside the acceptance window.
+    DpopProofNotFresh => ("dpop_proof_not_fresh", InvalidDpopProof, "DPoP proof is too old or issued in the future"),
+    /// `ath` is not the hash of the access token sent with it.
+    DpopTokenHashMismatch => ("dpop_token_hash_mismatch", InvalidDpopProof, "DPoP proof is for another access token"),
+    /// The proof's key is not the key the token is bound to (`cnf.jkt`).
+    DpopKeyMismatch => ("dpop_key_mismatch", InvalidToken, "token is bound to a different DPoP key"),
+    /// A proof with this key and `jti` was already used (RFC 9449 §11.1).
+    DpopProofReplayed => ("dpop_proof_replayed", InvalidDpopProof, "DPoP proof was already used"),
+    /// The proof carries no nonce, or one that is not a current server nonce.
+    DpopNonceRequired => ("use_dpop_nonce", UseDpopNonce, "a fresh DPoP nonce is required"),
 }
 
 impl Rejection {

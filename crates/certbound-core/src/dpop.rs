@@ -1,0 +1,436 @@
+//! DPoP proofs (RFC 9449): the checks of §4.3, the RFC 7638 thumbprint that `cnf.jkt` carries,
+//! and the `htu` normalisation — pure functions of the proof, the access token, the request and
+//! `now`.
+//!
+//! ```
+//! use certbound_core::dpop::{normalize_htu, DpopPolicy, ProofRequest};
+//! use certbound_core::Rejection;
+//!
+//! // Scheme and host case and the default port do not matter; query and fragment are ignored.
+//! assert_eq!(
+//!     normalize_htu("HTTPS://API.Example:443/accounts?page=2#top").as_deref(),
+//!     Some("https://api.example/accounts")
+//! );
+//! let policy = DpopPolicy::default();
+//! let request = ProofRequest::new("GET", "https://api.example/accounts");
+//! let err = policy.verify_proof("not.a.proof", "token", &request, 1_800_000_000).unwrap_err();
+//! assert_eq!(err, Rejection::MalformedDpopProof);
+//! ```
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{Algorithm, Rejection, Thumbprint, UnverifiedToken, VerificationKey};
+
+/// The default proof algorithms: ES256, ES384, PS256, EdDSA (RS256 only when added).
+pub const DEFAULT_DPOP_ALGORITHMS: &[Algorithm] = &[
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::PS256,
+    Algorithm::EdDSA,
+];
+
+/// Default acceptance window for a proof's `iat`, either side of `now`.
+pub const DEFAULT_IAT_WINDOW: Duration = Duration::from_secs(60);
+
+/// Largest accepted proof, in bytes.
+pub const DEFAULT_MAX_PROOF_LEN: usize = 8 * 1024;
+
+/// Longest accepted `jti`, in bytes.
+pub const MAX_JTI_LEN: usize = 256;
+
+/// How DPoP proofs are checked.
+#[derive(Debug, Clone)]
+pub struct DpopPolicy {
+    algorithms: Vec<Algorithm>,
+    iat_window_secs: u64,
+    max_proof_len: usize,
+}
+
+impl Default for DpopPolicy {
+    fn default() -> Self {
+        Self {
+            algorithms: DEFAULT_DPOP_ALGORITHMS.to_vec(),
+            iat_window_secs: DEFAULT_IAT_WINDOW.as_secs(),
+            max_proof_len: DEFAULT_MAX_PROOF_LEN,
+        }
+    }
+}
+
+/// The request a proof must be for: its method and its URI (any form [`normalize_htu`] reads).
+#[derive(Debug, Clone, Copy)]
+pub struct ProofRequest<'a> {
+    method: &'a str,
+    uri: &'a str,
+}
+
+impl<'a> ProofRequest<'a> {
+    /// `method` as sent (`GET`, case-sensitive), `uri` the absolute URI the client used.
+    pub fn new(method: &'a str, uri: &'a str) -> Self {
+        Self { method, uri }
+    }
+}
+
+/// A proof whose signature and claims held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    jkt: Thumbprint,
+    jti: String,
+    iat: u64,
+    nonce: Option<String>,
+}
+
+impl VerifiedProof {
+    /// The RFC 7638 thumbprint of the proof's key: what `cnf.jkt` must equal.
+    pub fn jkt(&self) -> &Thumbprint {
+        &self.jkt
+    }
+    /// `jti`, for the replay check.
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+    /// `iat`, Unix seconds.
+    pub fn iat(&self) -> u64 {
+        self.iat
+    }
+    /// `nonce`, when the proof carries one.
+    pub fn nonce(&self) -> Option<&str> {
+        self.nonce.as_deref()
+    }
+    /// The replay-cache key: SHA-256 over the key thumbprint and the `jti` (fixed size, and
+    /// never the client's text as a store key).
+    pub fn replay_key(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(self.jkt.as_bytes());
+        hash.update((self.jti.len() as u64).to_be_bytes());
+        hash.update(self.jti.as_bytes());
+        hash.finalize().into()
+    }
+}
+
+impl DpopPolicy {
+    /// A policy with the default algorithms and window.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The proof-algorithm allow-list (`none` and HMAC are never accepted, whatever is listed).
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
+        self.algorithms = algorithms
+            .into_iter()
+            .filter(|a| !matches!(a, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512))
+            .collect();
+        self
+    }
+
+    /// How far a proof's `iat` may be from `now`, either way (default 60 s).
+    pub fn iat_window(mut self, window: Duration) -> Self {
+        self.iat_window_secs = window.as_secs();
+        self
+    }
+
+    /// Largest accepted proof, in bytes (default 8 KiB).
+    pub fn max_proof_len(mut self, bytes: usize) -> Self {
+        self.max_proof_len = bytes;
+        self
+    }
+
+    /// The allow-list, for the `algs` challenge parameter and RFC 9728 metadata.
+    pub fn allowed_algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    /// The `iat` window in seconds; a replay store keeps a `jti` at least this long either side.
+    pub fn iat_window_secs(&self) -> u64 {
+        self.iat_window_secs
+    }
+
+    /// RFC 9449 §4.3, every check but the replay and the nonce (which need state) and the
+    /// binding to the token (which the verifier does): a compact JWS, `typ` `dpop+jwt`, an
+    /// allowed `alg`, a public asymmetric `jwk` that verifies the signature, `jti`, `htm` =
+    /// the request method, `htu` = the request URI (normalised, without query and fragment),
+    /// `iat` within the window, `ath` = base64url(SHA-256(access token)).
+    pub fn verify_proof(
+        &self,
+        proof: &str,
+        access_token: &str,
+        request: &ProofRequest<'_>,
+        now: u64,
+    ) -> Result<VerifiedProof, Rejection> {
+        if proof.len() > self.max_proof_len {
+            return Err(Rejection::MalformedDpopProof);
+        }
+        let parsed = UnverifiedToken::parse(proof).map_err(|_| Rejection::MalformedDpopProof)?;
+        let header = parsed.header();
+        if !header
+            .typ()
+            .is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt"))
+        {
+            return Err(Rejection::WrongDpopProofType);
+        }
+        let alg: Algorithm = header
+            .alg()
+            .parse()
+            .map_err(|_| Rejection::DisallowedDpopAlgorithm)?;
+        if !self.algorithms.contains(&alg) {
+            return Err(Rejection::DisallowedDpopAlgorithm);
+        }
+        if header.crit().is_some() {
+            return Err(Rejection::MalformedDpopProof);
+        }
+        let jwk = header.jwk().ok_or(Rejection::InvalidDpopKey)?;
+        if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
+            return Err(Rejection::InvalidDpopKey);
+        }
+        let key = VerificationKey::from_jwk(jwk).map_err(|_| Rejection::InvalidDpopKey)?;
+        let jkt = jwk_thumbprint(jwk).ok_or(Rejection::InvalidDpopKey)?;
+        key.verify(alg, parsed.signing_input(), parsed.signature())
+            .map_err(|_| Rejection::BadDpopSignature)?;
+
+        let claims = parsed.unverified_claims();
+        let string = |name: &str| match claims.get(name) {
+            Some(Value::String(s)) => Ok(s.as_str()),
+            _ => Err(Rejection::MalformedDpopProof),
+        };
+        let jti = string("jti")?;
+        if jti.is_empty() || jti.len() > MAX_JTI_LEN {
+            return Err(Rejection::MalformedDpopProof);
+        }
+        if string("htm")? != request.method {
+            return Err(Rejection::DpopMethodMismatch);
+        }
+        let htu = normalize_htu(string("htu")?).ok_or(Rejection::DpopUriMismatch)?;
+        let expected = normalize_htu(request.uri).ok_or(Rejection::DpopUriMismatch)?;
+        if htu != expected {
+            return Err(Rejection::DpopUriMismatch);
+        }
+        let iat = match claims.get("iat") {
+            Some(Value::Number(n)) => n.as_f64().ok_or(Rejection::MalformedDpopProof)?,
+            _ => return Err(Rejection::MalformedDpopProof),
+        };
+        let (now_f, window) = (now as f64, self.iat_window_secs as f64);
+        if !iat.is_finite() || iat > now_f + window || iat < now_f - window {
+            return Err(Rejection::DpopProofNotFresh);
+        }
+        if string("ath")? != access_token_hash(access_token) {
+            return Err(Rejection::DpopTokenHashMismatch);
+        }
+        let nonce = match claims.get("nonce") {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => return Err(Rejection::MalformedDpopProof),
+        };
+        Ok(VerifiedProof {
+            jkt,
+            jti: jti.to_owned(),
+            // Finite and within the window of a u64 `now`, so this cast cannot wrap.
+            iat: iat.max(0.0) as u64,
+            nonce,
+        })
+    }
+}
+
+/// JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).
+const PRIVATE_MEMBERS: &[&str] = &["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// `ath`: base64url(SHA-256(the access token's ASCII bytes)) (RFC 9449 §4.2).
+pub fn access_token_hash(access_token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
+}
+
+/// The RFC 7638 SHA-256 thumbprint of a public JWK: the required members, in lexicographic
+/// order, as compact JSON. `None` for a key type without a defined thumbprint or a required
+/// member that is not a string.
+pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Option<Thumbprint> {
+    let members: &[&str] = match jwk.get("kty")?.as_str()? {
+        "EC" => &["crv", "kty", "x", "y"],
+        "RSA" => &["e", "kty", "n"],
+        "OKP" => &["crv", "kty", "x"],
+        _ => return None,
+    };
+    let mut canonical = String::from("{");
+    for (i, name) in members.iter().enumerate() {
+        let value = jwk.get(*name)?.as_str()?;
+        if i > 0 {
+            canonical.push(',');
+        }
+        canonical.push_str(&serde_json::to_string(name).ok()?);
+        canonical.push(':');
+        canonical.push_str(&serde_json::to_string(value).ok()?);
+    }
+    canonical.push('}');
+    Some(Thumbprint::from_bytes(
+        Sha256::digest(canonical.as_bytes()).into(),
+    ))
+}
+
+/// An absolute `http`/`https` URI normalised for comparing `htu` (RFC 9449 §4.3, RFC 3986 §6.2.2
+/// and §6.2.3): scheme and host lower-cased, the default port dropped, percent-encodings
+/// upper-cased and unreserved characters decoded, dot segments removed, an empty path as `/`;
+/// query and fragment dropped. `None` when it is not such a URI (or has userinfo).
+pub fn normalize_htu(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return None;
+    }
+    let (host, port) = match authority.rfind(':') {
+        // An IPv6 literal's colons are inside the brackets.
+        Some(i) if !authority[i..].contains(']') => (&authority[..i], Some(&authority[i + 1..])),
+        _ => (authority, None),
+    };
+    if host.is_empty() || port.is_some_and(|p| !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let mut out = format!("{scheme}://{}", host.to_ascii_lowercase());
+    match port.map(|p| p.trim_start_matches('0')) {
+        Some(p) if !p.is_empty() && p != default_port => {
+            out.push(':');
+            out.push_str(p);
+        }
+        Some(p) if p.is_empty() && port != Some("") => return None, // port 0
+        _ => {}
+    }
+    out.push_str(&remove_dot_segments(&normalize_percent_encoding(path)?));
+    Some(out)
+}
+
+fn normalize_percent_encoding(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hi = (hex[0] as char).to_digit(16)?;
+            let lo = (hex[1] as char).to_digit(16)?;
+            let decoded = u8::try_from(hi * 16 + lo).ok()?;
+            if decoded.is_ascii_alphanumeric() || b"-._~".contains(&decoded) {
+                out.push(decoded as char);
+            } else {
+                out.push('%');
+                out.push_str(&format!("{decoded:02X}"));
+            }
+            i += 3;
+        } else if b.is_ascii_graphic() {
+            out.push(b as char);
+            i += 1;
+        } else {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// RFC 3986 §5.2.4, on an absolute path (or an empty one, which becomes `/`).
+fn remove_dot_segments(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    // A trailing "." or ".." leaves a trailing slash.
+    if path.ends_with("/.") || path.ends_with("/..") {
+        segments.push("");
+    }
+    format!("/{}", segments.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn htu_normalisation() {
+        let same = [
+            ("https://api.example/a", "https://api.example/a"),
+            ("HTTPS://API.EXAMPLE/a", "https://api.example/a"),
+            ("https://api.example:443/a", "https://api.example/a"),
+            ("http://api.example:80/a", "http://api.example/a"),
+            ("https://api.example:8443/a", "https://api.example:8443/a"),
+            ("https://api.example", "https://api.example/"),
+            ("https://api.example/a?b=c#d", "https://api.example/a"),
+            (
+                "https://api.example/%7euser/%2f",
+                "https://api.example/~user/%2F",
+            ),
+            ("https://api.example/a/./b/../c", "https://api.example/a/c"),
+            ("https://[::1]:443/a", "https://[::1]/a"),
+            ("https://[::1]:8443/a", "https://[::1]:8443/a"),
+        ];
+        for (input, want) in same {
+            assert_eq!(normalize_htu(input).as_deref(), Some(want), "{input}");
+        }
+        // The path is case-sensitive; the query is ignored, not the path.
+        assert_ne!(normalize_htu("https://a/X"), normalize_htu("https://a/x"));
+        for bad in [
+            "api.example/a",
+            "ftp://api.example/a",
+            "https://user@api.example/a",
+            "https:///a",
+            "https://api.example:x/a",
+            "https://api.example/%zz",
+            "https://api.example/a b",
+        ] {
+            assert_eq!(normalize_htu(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        // RFC 7638 §3.1.
+        let jwk = json!({
+            "kty": "RSA",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
+            "e": "AQAB",
+            "alg": "RS256",
+            "kid": "2011-04-29"
+        });
+        let tp = jwk_thumbprint(jwk.as_object().unwrap()).unwrap();
+        assert_eq!(
+            tp.to_string(),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+        assert_eq!(
+            jwk_thumbprint(json!({"kty": "oct", "k": "AA"}).as_object().unwrap()),
+            None
+        );
+        assert_eq!(
+            jwk_thumbprint(
+                json!({"kty": "EC", "crv": "P-256", "x": 1, "y": "a"})
+                    .as_object()
+                    .unwrap()
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn ath_is_base64url_sha256() {
+        // RFC 9449 §7.1's example token and its ath.
+        assert_eq!(
+            access_token_hash("Kz~8mXK1EalYznwH-LC-1fBAo.4Ljp~zsPE_NeO.gxU"),
+            "fUHyO2r2Z3DZ53EsNrWBb0xWXoaNy59IiKCAqksmQEo"
+        );
+    }
+}

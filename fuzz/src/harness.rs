@@ -195,7 +195,7 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
         }
         assert_eq!(claims.alg(), alg);
         let confirmation = claims.confirmation();
-        let binding = confirmation.check(BindingPolicy::Required, Some(&f.presented));
+        let binding = confirmation.check(BindingPolicy::Required, Some(&f.presented).into());
         assert_eq!(
             binding.is_ok(),
             confirmation.certificate() == Some(&f.presented)
@@ -203,7 +203,10 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
             "binding decision disagrees with the thumbprints"
         );
         assert!(
-            !confirmation.is_bound() || confirmation.check(BindingPolicy::IfBound, None).is_err(),
+            !confirmation.is_bound()
+                || confirmation
+                    .check(BindingPolicy::IfBound, None.into())
+                    .is_err(),
             "a bound token passed without a certificate"
         );
     }

@@ -466,7 +466,7 @@ fn show_binding(
     let decision = match (cx.bound, cx.claims) {
         (Bound::Unknown, _) | (_, None) => return None,
         (_, Some(claims)) => Confirmation::from_cnf(claims.get("cnf"))
-            .and_then(|cnf| cnf.check(policy, presented.map(|c| &c.thumbprint))),
+            .and_then(|cnf| cnf.check(policy, presented.map(|c| &c.thumbprint).into())),
     };
     match (&decision, cx.bound) {
         (Ok(()), Bound::To(_)) => more("=> match: the token is bound to this certificate"),

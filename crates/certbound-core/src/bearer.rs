@@ -39,11 +39,48 @@ pub fn bearer_token(headers: &HeaderMap, max_len: usize) -> Result<&str, Rejecti
 
 /// Parses one `Authorization` header value; see [`bearer_token`].
 pub fn parse_authorization(value: &[u8], max_len: usize) -> Result<&str, Rejection> {
-    const SCHEME: &[u8] = b"bearer";
-    if value.len() < SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+    match parse_scheme(value, max_len)? {
+        (Scheme::Bearer, token) => Ok(token),
+        (Scheme::Dpop, _) => Err(Rejection::MissingToken),
+    }
+}
+
+/// The authentication scheme an access token was sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `Authorization: Bearer` (RFC 6750).
+    Bearer,
+    /// `Authorization: DPoP` (RFC 9449 §7.1), with a `DPoP` proof header.
+    Dpop,
+}
+
+impl Scheme {
+    /// The scheme's name in challenges.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Bearer => "Bearer",
+            Scheme::Dpop => "DPoP",
+        }
+    }
+}
+
+/// Parses one `Authorization` header value with the `Bearer` or `DPoP` scheme (each matched
+/// case-insensitively); any other scheme is [`Rejection::MissingToken`]. The rules for the token
+/// are [`bearer_token`]'s.
+pub fn parse_scheme(value: &[u8], max_len: usize) -> Result<(Scheme, &str), Rejection> {
+    let (scheme, name): (Scheme, &[u8]) = match value.first() {
+        Some(b'b' | b'B') => (Scheme::Bearer, b"bearer"),
+        Some(b'd' | b'D') => (Scheme::Dpop, b"dpop"),
+        _ => return Err(Rejection::MissingToken),
+    };
+    token_after(value, name, max_len).map(|token| (scheme, token))
+}
+
+fn token_after<'v>(value: &'v [u8], scheme: &[u8], max_len: usize) -> Result<&'v str, Rejection> {
+    if value.len() < scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
         return Err(Rejection::MissingToken);
     }
-    let rest = &value[SCHEME.len()..];
+    let rest = &value[scheme.len()..];
     if rest.is_empty() {
         return Err(Rejection::MalformedAuthorization);
     }

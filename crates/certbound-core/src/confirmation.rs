@@ -11,14 +11,15 @@
 //! assert_eq!(confirmation.certificate(), Some(&cert));
 //!
 //! let policy = BindingPolicy::Required;
-//! assert_eq!(confirmation.check(policy, Some(&cert)), Ok(()));
+//! assert_eq!(confirmation.check(policy, Some(&cert).into()), Ok(()));
 //! let other = Thumbprint::of_der(b"another certificate");
-//! assert_eq!(confirmation.check(policy, Some(&other)), Err(Rejection::BindingMismatch));
-//! assert_eq!(confirmation.check(policy, None), Err(Rejection::MissingClientCertificate));
+//! assert_eq!(confirmation.check(policy, Some(&other).into()), Err(Rejection::BindingMismatch));
+//! assert_eq!(confirmation.check(policy, None.into()), Err(Rejection::MissingClientCertificate));
 //! ```
 
 use serde_json::Value;
 
+use crate::bearer::Scheme;
 use crate::{Rejection, Thumbprint};
 
 /// The confirmation methods of a token (`cnf`): every one present must hold for the token to
@@ -78,34 +79,86 @@ impl Confirmation {
         self.certificate.is_some() || self.jwk.is_some() || self.other
     }
 
-    /// The binding decision, in one place: every confirmation method in `cnf` must hold for the
-    /// certificate this request presented (`presented`, its thumbprint).
+    /// The binding decision, in one place: every confirmation method in `cnf` must hold for
+    /// what this request presented.
     ///
-    /// - `x5t#S256` must equal `presented` (compared in constant time):
+    /// - `x5t#S256` must equal the presented certificate's thumbprint (constant time):
     ///   [`BindingMismatch`](Rejection::BindingMismatch) or
     ///   [`MissingClientCertificate`](Rejection::MissingClientCertificate) otherwise;
-    /// - `jkt`, or only methods certbound does not verify: [`UnsupportedBinding`](Rejection::UnsupportedBinding)
-    ///   under either policy — such a token is sender-constrained to a key this service never sees,
-    ///   never "unbound";
+    /// - `jkt` must equal the thumbprint of the key of this request's verified DPoP proof
+    ///   (constant time): [`DpopKeyMismatch`](Rejection::DpopKeyMismatch), or
+    ///   [`DpopBoundTokenAsBearer`](Rejection::DpopBoundTokenAsBearer) when the token came with
+    ///   the `Bearer` scheme (RFC 9449 §7.2); a DPoP proof for a token without `jkt` is a
+    ///   key mismatch too;
+    /// - only methods certbound does not verify: [`UnsupportedBinding`](Rejection::UnsupportedBinding)
+    ///   under either policy — such a token is sender-constrained to a key this service never
+    ///   sees, never "unbound";
     /// - no `cnf` (or an empty one): [`UnboundToken`](Rejection::UnboundToken) under
     ///   [`BindingPolicy::Required`], accepted under [`BindingPolicy::IfBound`].
-    pub fn check(
-        &self,
-        policy: BindingPolicy,
-        presented: Option<&Thumbprint>,
-    ) -> Result<(), Rejection> {
-        if self.jwk.is_some() || (self.other && self.certificate.is_none()) {
+    pub fn check(&self, policy: BindingPolicy, presented: Presented<'_>) -> Result<(), Rejection> {
+        match (&self.jwk, presented.dpop_key) {
+            (Some(bound), Some(key)) if bound == key => {}
+            (Some(_), Some(_)) | (None, Some(_)) => return Err(Rejection::DpopKeyMismatch),
+            (Some(_), None) => {
+                return Err(match presented.scheme {
+                    Scheme::Bearer => Rejection::DpopBoundTokenAsBearer,
+                    Scheme::Dpop => Rejection::MissingDpopProof,
+                })
+            }
+            (None, None) => {}
+        }
+        if self.other && self.certificate.is_none() && self.jwk.is_none() {
             return Err(Rejection::UnsupportedBinding);
         }
-        match (&self.certificate, presented) {
+        match (&self.certificate, presented.certificate) {
             (Some(bound), Some(presented)) if bound == presented => Ok(()),
             (Some(_), Some(_)) => Err(Rejection::BindingMismatch),
             (Some(_), None) => Err(Rejection::MissingClientCertificate),
+            (None, _) if self.jwk.is_some() => Ok(()),
             (None, _) => match policy {
                 BindingPolicy::Required => Err(Rejection::UnboundToken),
                 BindingPolicy::IfBound => Ok(()),
             },
         }
+    }
+}
+
+/// What a request presented that a token can be bound to: the client certificate of its
+/// connection, and the key of its verified DPoP proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presented<'a> {
+    certificate: Option<&'a Thumbprint>,
+    dpop_key: Option<&'a Thumbprint>,
+    scheme: Scheme,
+}
+
+impl<'a> Presented<'a> {
+    /// A `Bearer` request with this client certificate (or none).
+    pub fn certificate(certificate: Option<&'a Thumbprint>) -> Self {
+        Self {
+            certificate,
+            dpop_key: None,
+            scheme: Scheme::Bearer,
+        }
+    }
+
+    /// A `DPoP` request whose proof verified with the key of thumbprint `jkt`.
+    pub fn with_dpop_key(mut self, jkt: &'a Thumbprint) -> Self {
+        self.dpop_key = Some(jkt);
+        self.scheme = Scheme::Dpop;
+        self
+    }
+
+    /// The scheme the token was sent with.
+    pub fn with_scheme(mut self, scheme: Scheme) -> Self {
+        self.scheme = scheme;
+        self
+    }
+}
+
+impl<'a> From<Option<&'a Thumbprint>> for Presented<'a> {
+    fn from(certificate: Option<&'a Thumbprint>) -> Self {
+        Self::certificate(certificate)
     }
 }
 
@@ -151,42 +204,36 @@ mod tests {
         let unbound = Confirmation::from_cnf(None).unwrap();
         use BindingPolicy::*;
         for policy in [Required, IfBound] {
-            assert_eq!(bound.check(policy, Some(&a)), Ok(()));
+            assert_eq!(bound.check(policy, Some(&a).into()), Ok(()));
             assert_eq!(
-                bound.check(policy, Some(&b)),
+                bound.check(policy, Some(&b).into()),
                 Err(Rejection::BindingMismatch)
             );
             assert_eq!(
-                bound.check(policy, None),
+                bound.check(policy, None.into()),
                 Err(Rejection::MissingClientCertificate)
             );
         }
         assert_eq!(
-            unbound.check(Required, Some(&a)),
+            unbound.check(Required, Some(&a).into()),
             Err(Rejection::UnboundToken)
         );
-        assert_eq!(unbound.check(IfBound, Some(&a)), Ok(()));
-        assert_eq!(unbound.check(IfBound, None), Ok(()));
+        assert_eq!(unbound.check(IfBound, Some(&a).into()), Ok(()));
+        assert_eq!(unbound.check(IfBound, None.into()), Ok(()));
         let empty = Confirmation::from_cnf(Some(&json!({}))).unwrap();
         assert!(!empty.is_bound());
-        assert_eq!(empty.check(IfBound, None), Ok(()));
+        assert_eq!(empty.check(IfBound, None.into()), Ok(()));
     }
 
     #[test]
     fn methods_we_cannot_verify_are_never_unbound() {
         let a = tp(b"a");
-        let jkt = tp(b"dpop key").to_string();
-        for cnf in [
-            json!({"jkt": jkt}),
-            json!({"jkt": jkt, "x5t#S256": a.to_string()}),
-            json!({"jwk": {"kty": "EC"}}),
-            json!({"kid": "k"}),
-        ] {
+        for cnf in [json!({"jwk": {"kty": "EC"}}), json!({"kid": "k"})] {
             let c = Confirmation::from_cnf(Some(&cnf)).unwrap();
             assert!(c.is_bound());
             for policy in [BindingPolicy::Required, BindingPolicy::IfBound] {
                 assert_eq!(
-                    c.check(policy, Some(&a)),
+                    c.check(policy, Some(&a).into()),
                     Err(Rejection::UnsupportedBinding),
                     "{cnf}"
                 );
@@ -195,7 +242,58 @@ mod tests {
         // Other members beside a certificate binding do not matter.
         let c = Confirmation::from_cnf(Some(&json!({"x5t#S256": a.to_string(), "ext": {"n": 1}})))
             .unwrap();
-        assert_eq!(c.check(BindingPolicy::Required, Some(&a)), Ok(()));
+        assert_eq!(c.check(BindingPolicy::Required, Some(&a).into()), Ok(()));
+    }
+
+    #[test]
+    fn dpop_key_binding() {
+        let (cert, key, other) = (tp(b"cert"), tp(b"dpop key"), tp(b"another key"));
+        let jkt = Confirmation::from_cnf(Some(&json!({"jkt": key.to_string()}))).unwrap();
+        let both = Confirmation::from_cnf(Some(
+            &json!({"jkt": key.to_string(), "x5t#S256": cert.to_string()}),
+        ))
+        .unwrap();
+        let unbound = Confirmation::default();
+        fn dpop<'a>(c: Option<&'a Thumbprint>, k: &'a Thumbprint) -> Presented<'a> {
+            Presented::certificate(c).with_dpop_key(k)
+        }
+        for policy in [BindingPolicy::Required, BindingPolicy::IfBound] {
+            assert_eq!(jkt.check(policy, dpop(None, &key)), Ok(()));
+            assert_eq!(
+                jkt.check(policy, dpop(None, &other)),
+                Err(Rejection::DpopKeyMismatch)
+            );
+            assert_eq!(
+                jkt.check(policy, None.into()),
+                Err(Rejection::DpopBoundTokenAsBearer)
+            );
+            assert_eq!(
+                jkt.check(
+                    policy,
+                    Presented::certificate(None).with_scheme(Scheme::Dpop)
+                ),
+                Err(Rejection::MissingDpopProof)
+            );
+            // Both methods must hold.
+            assert_eq!(both.check(policy, dpop(Some(&cert), &key)), Ok(()));
+            assert_eq!(
+                both.check(policy, dpop(None, &key)),
+                Err(Rejection::MissingClientCertificate)
+            );
+            assert_eq!(
+                both.check(policy, dpop(Some(&other), &key)),
+                Err(Rejection::BindingMismatch)
+            );
+            assert_eq!(
+                both.check(policy, Some(&cert).into()),
+                Err(Rejection::DpopBoundTokenAsBearer)
+            );
+            // A proof for a token that is not bound to its key.
+            assert_eq!(
+                unbound.check(policy, dpop(None, &key)),
+                Err(Rejection::DpopKeyMismatch)
+            );
+        }
     }
 
     #[test]

@@ -434,3 +434,187 @@ mod tests {
         );
     }
 }
+
+/// Stateless DPoP nonces (RFC 9449 §8–9): an AES-256-GCM-sealed issue time under keys that
+/// every replica shares, so a nonce from one replica is accepted by all. The first key seals;
+/// every key opens (rotation: add the new key first, drop the old one after a nonce lifetime).
+///
+/// Sealing needs 12 random bytes, which the driver supplies (this crate does no I/O).
+///
+/// ```
+/// use std::time::Duration;
+/// use certbound_core::dpop::NonceKeys;
+///
+/// let keys = NonceKeys::new(vec![[7u8; 32]], Duration::from_secs(300)).unwrap();
+/// let nonce = keys.issue(1_800_000_000, [1u8; 12]);
+/// assert_eq!(keys.issued_at(&nonce, 1_800_000_100), Some(1_800_000_000));
+/// assert_eq!(keys.issued_at(&nonce, 1_800_000_301), None); // expired
+/// let other = NonceKeys::new(vec![[8u8; 32]], Duration::from_secs(300)).unwrap();
+/// assert_eq!(other.issued_at(&nonce, 1_800_000_100), None); // another deployment's key
+/// ```
+#[derive(Clone)]
+pub struct NonceKeys {
+    keys: std::sync::Arc<[aws_lc_rs::aead::LessSafeKey]>,
+    lifetime_secs: u64,
+}
+
+impl std::fmt::Debug for NonceKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NonceKeys")
+            .field("keys", &self.keys.len())
+            .field("lifetime_secs", &self.lifetime_secs)
+            .finish()
+    }
+}
+
+/// Why nonce keys could not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NonceKeyError {
+    /// No key given.
+    #[error("no DPoP nonce key: give at least one 32-byte key")]
+    Empty,
+    /// A line of a key file is not 32 bytes in hex or base64/base64url.
+    #[error("DPoP nonce key on line {0} is not 32 bytes in hex or base64")]
+    BadKey(usize),
+    /// The crypto library refused the key.
+    #[error("DPoP nonce key rejected by the AEAD implementation")]
+    Crypto,
+}
+
+const NONCE_AAD: &[u8] = b"certbound dpop-nonce v1";
+
+impl NonceKeys {
+    /// Keys (the first seals) and how long a nonce stays valid.
+    pub fn new(keys: Vec<[u8; 32]>, lifetime: Duration) -> Result<Self, NonceKeyError> {
+        if keys.is_empty() {
+            return Err(NonceKeyError::Empty);
+        }
+        let keys = keys
+            .iter()
+            .map(|k| {
+                aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, k)
+                    .map(aws_lc_rs::aead::LessSafeKey::new)
+                    .map_err(|_| NonceKeyError::Crypto)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            keys: keys.into(),
+            lifetime_secs: lifetime.as_secs(),
+        })
+    }
+
+    /// Keys from a key file's text: one key per line (64 hex digits, or base64/base64url of 32
+    /// bytes), the first sealing; blank lines and `#` comments ignored.
+    pub fn from_key_file(text: &str, lifetime: Duration) -> Result<Self, NonceKeyError> {
+        let mut keys = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bytes = decode_key(line).ok_or(NonceKeyError::BadKey(n + 1))?;
+            keys.push(bytes);
+        }
+        Self::new(keys, lifetime)
+    }
+
+    /// How long a nonce stays valid, in seconds.
+    pub fn lifetime_secs(&self) -> u64 {
+        self.lifetime_secs
+    }
+
+    /// A nonce issued at `now`, sealed with the first key and `random` as the AEAD nonce.
+    pub fn issue(&self, now: u64, random: [u8; 12]) -> String {
+        let mut sealed = now.to_be_bytes().to_vec();
+        let ok = self.keys.first().is_some_and(|key| {
+            key.seal_in_place_append_tag(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(random),
+                aws_lc_rs::aead::Aad::from(NONCE_AAD),
+                &mut sealed,
+            )
+            .is_ok()
+        });
+        if !ok {
+            return String::new(); // never valid; sealing 8 bytes does not fail in practice
+        }
+        let mut out = random.to_vec();
+        out.extend_from_slice(&sealed);
+        URL_SAFE_NO_PAD.encode(out)
+    }
+
+    /// When `nonce` was issued, if one of these keys sealed it and it is still valid at `now`
+    /// (not older than the lifetime, not more than 5 s in the future).
+    pub fn issued_at(&self, nonce: &str, now: u64) -> Option<u64> {
+        if nonce.len() > 64 {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(nonce).ok()?;
+        let (random, sealed) = raw.split_at_checked(12)?;
+        let random: [u8; 12] = random.try_into().ok()?;
+        let issued = self.keys.iter().find_map(|key| {
+            let mut buf = sealed.to_vec();
+            let plain = key
+                .open_in_place(
+                    aws_lc_rs::aead::Nonce::assume_unique_for_key(random),
+                    aws_lc_rs::aead::Aad::from(NONCE_AAD),
+                    &mut buf,
+                )
+                .ok()?;
+            Some(u64::from_be_bytes(<[u8; 8]>::try_from(&*plain).ok()?))
+        })?;
+        let fresh =
+            issued <= now.saturating_add(5) && now.saturating_sub(issued) <= self.lifetime_secs;
+        fresh.then_some(issued)
+    }
+}
+
+fn decode_key(text: &str) -> Option<[u8; 32]> {
+    let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        (0..32)
+            .map(|i| u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?
+    } else {
+        let trimmed = text.trim_end_matches('=');
+        URL_SAFE_NO_PAD
+            .decode(trimmed)
+            .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+            .ok()?
+    };
+    bytes.try_into().ok()
+}
+
+/// The replay check of an accepted DPoP proof (RFC 9449 §11.1): the driver asks its replay
+/// store whether `key` is new, remembering it for `ttl_secs`, and hands the answer to
+/// [`verdict`](Self::verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayCheck {
+    key: [u8; 32],
+    ttl_secs: u64,
+}
+
+impl ReplayCheck {
+    pub(crate) fn new(proof: &VerifiedProof, policy: &DpopPolicy) -> Self {
+        Self {
+            key: proof.replay_key(),
+            // The proof is acceptable for the whole window either side of its iat.
+            ttl_secs: policy.iat_window_secs.saturating_mul(2).saturating_add(1),
+        }
+    }
+    /// The store key: SHA-256 over the proof key's thumbprint and the `jti`.
+    pub fn key(&self) -> &[u8; 32] {
+        &self.key
+    }
+    /// How long the store must remember it, in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
+    }
+    /// The decision from the store's answer: first use → accepted; seen before → replayed;
+    /// store unavailable → 503, never acceptance.
+    pub fn verdict(&self, first_use: Option<bool>, retry_after_secs: u32) -> Result<(), Rejection> {
+        match first_use {
+            Some(true) => Ok(()),
+            Some(false) => Err(Rejection::DpopProofReplayed),
+            None => Err(Rejection::ReplayStoreUnavailable { retry_after_secs }),
+        }
+    }
+}

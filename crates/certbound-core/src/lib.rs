@@ -56,9 +56,9 @@ pub mod rejection;
 pub mod thumbprint;
 pub mod verifier;
 
-pub use bearer::{bearer_token, parse_authorization};
+pub use bearer::{bearer_token, parse_authorization, parse_scheme, Scheme};
 pub use certificate::ClientCertificate;
-pub use confirmation::{BindingPolicy, BindingPolicyError, Confirmation};
+pub use confirmation::{BindingPolicy, BindingPolicyError, Confirmation, Presented};
 pub use jose::{JoseHeader, UnverifiedToken};
 pub use keys::{
     JwksError, KeyError, KeyLookupError, KeySet, ParsedJwks, SkippedKey, VerificationKey,

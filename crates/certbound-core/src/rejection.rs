@@ -80,6 +80,13 @@ macro_rules! rejections {
                 /// Seconds the client should wait before retrying.
                 retry_after_secs: u32,
             },
+            /// The DPoP replay store cannot be reached. Answered with 503 and `Retry-After`,
+            /// never with acceptance.
+            #[error("the DPoP replay store is unavailable")]
+            ReplayStoreUnavailable {
+                /// Seconds the client should wait before retrying.
+                retry_after_secs: u32,
+            },
         }
 
         impl Rejection {
@@ -88,6 +95,7 @@ macro_rules! rejections {
                 match self {
                     $( Rejection::$variant => $code, )*
                     Rejection::KeysUnavailable { .. } => "keys_unavailable",
+                    Rejection::ReplayStoreUnavailable { .. } => "replay_store_unavailable",
                 }
             }
 
@@ -95,12 +103,13 @@ macro_rules! rejections {
             pub fn class(&self) -> ErrorClass {
                 match self {
                     $( Rejection::$variant => ErrorClass::$class, )*
-                    Rejection::KeysUnavailable { .. } => ErrorClass::Unavailable,
+                    Rejection::KeysUnavailable { .. }
+                    | Rejection::ReplayStoreUnavailable { .. } => ErrorClass::Unavailable,
                 }
             }
 
             /// Every reason code, for documentation and exhaustive tests.
-            pub const ALL_CODES: &'static [&'static str] = &[$($code,)* "keys_unavailable"];
+            pub const ALL_CODES: &'static [&'static str] = &[$($code,)* "keys_unavailable", "replay_store_unavailable"];
         }
     };
 }
@@ -241,7 +250,8 @@ impl Rejection {
     /// `Retry-After` seconds for 503 answers.
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
-            Rejection::KeysUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            Rejection::KeysUnavailable { retry_after_secs }
+            | Rejection::ReplayStoreUnavailable { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         }
     }

@@ -53,9 +53,12 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::bearer::{parse_scheme, Scheme};
+use crate::confirmation::Presented;
+use crate::dpop::{DpopPolicy, NonceKeys, ProofRequest, ReplayCheck, VerifiedProof};
 use crate::{
-    bearer_token, Algorithm, BindingPolicy, Rejection, Thumbprint, TokenPolicy, UnverifiedToken,
-    VerificationKey, VerifiedClaims, DEFAULT_MAX_TOKEN_LEN,
+    Algorithm, BindingPolicy, Rejection, Thumbprint, TokenPolicy, UnverifiedToken, VerificationKey,
+    VerifiedClaims, DEFAULT_MAX_TOKEN_LEN,
 };
 
 /// The decision for one request; see the [module docs](self).
@@ -64,6 +67,7 @@ pub struct Verifier {
     issuers: Vec<TokenPolicy>,
     binding: BindingPolicy,
     max_token_len: usize,
+    dpop: Option<DpopConfig>,
 }
 
 /// A [`Verifier`] needs at least one issuer.
@@ -71,29 +75,92 @@ pub struct Verifier {
 #[error("no issuer configured: a verifier needs at least one TokenPolicy")]
 pub struct NoIssuer;
 
-/// The credentials a request carries: today the access token of an `Authorization: Bearer`
-/// header.
+/// The credentials a request carries: the access token of its one `Authorization` header
+/// (`Bearer` or `DPoP` scheme), its `DPoP` proof header(s), and — for DPoP — the method and
+/// absolute URI the proof must be for.
 #[derive(Debug, Clone, Copy)]
 pub struct Credentials<'r> {
+    scheme: Scheme,
     token: &'r str,
+    proof: Proof<'r>,
+    target: Option<ProofRequest<'r>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Proof<'r> {
+    None,
+    One(&'r str),
+    Many,
 }
 
 impl<'r> Credentials<'r> {
-    /// The token of the request's one `Authorization: Bearer` header, at most `max_len` bytes
-    /// (see [`bearer_token`]).
+    /// The token of the request's one `Authorization: Bearer` or `Authorization: DPoP` header,
+    /// at most `max_len` bytes (see [`bearer_token`](crate::bearer_token)), and its `DPoP` header(s).
     pub fn from_headers(headers: &'r HeaderMap, max_len: usize) -> Result<Self, Rejection> {
-        bearer_token(headers, max_len).map(|token| Self { token })
+        let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+        let value = values.next().ok_or(Rejection::MissingToken)?;
+        if values.next().is_some() {
+            return Err(Rejection::MultipleAuthorizationHeaders);
+        }
+        let (scheme, token) = parse_scheme(value.as_bytes(), max_len)?;
+        let mut proofs = headers.get_all("dpop").iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (None, _) => Proof::None,
+            (Some(one), None) => one.to_str().map_or(Proof::Many, Proof::One),
+            (Some(_), Some(_)) => Proof::Many,
+        };
+        Ok(Self {
+            scheme,
+            token,
+            proof,
+            target: None,
+        })
     }
 
-    /// A token given directly (a CLI, a test, a non-HTTP transport).
+    /// A token given directly with the `Bearer` scheme (a CLI, a test, a non-HTTP transport).
     pub fn bearer(token: &'r str) -> Self {
-        Self { token }
+        Self {
+            scheme: Scheme::Bearer,
+            token,
+            proof: Proof::None,
+            target: None,
+        }
+    }
+
+    /// A token given directly with the `DPoP` scheme and its proof.
+    pub fn dpop(token: &'r str, proof: &'r str) -> Self {
+        Self {
+            scheme: Scheme::Dpop,
+            token,
+            proof: Proof::One(proof),
+            target: None,
+        }
+    }
+
+    /// The method (`GET`) and absolute URI the request was sent to, which a DPoP proof's `htm`
+    /// and `htu` must name. The driver builds the URI from its public origin (see
+    /// [`dpop`](crate::dpop)); without it, a DPoP proof cannot be accepted.
+    pub fn for_request(mut self, method: &'r str, uri: &'r str) -> Self {
+        self.target = Some(ProofRequest::new(method, uri));
+        self
     }
 
     /// The access token, as sent.
     pub fn token(&self) -> &'r str {
         self.token
     }
+
+    /// The scheme the token was sent with.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+}
+
+/// DPoP settings of a [`Verifier`].
+#[derive(Debug, Clone)]
+struct DpopConfig {
+    policy: DpopPolicy,
+    nonces: Option<NonceKeys>,
 }
 
 /// A token whose signature and claims were verified: what an accepted request carries and what
@@ -139,6 +206,8 @@ pub struct Accepted {
     verified: Verified,
     presented: Option<Thumbprint>,
     fresh: bool,
+    replay: Option<ReplayCheck>,
+    nonce_issued_at: Option<u64>,
 }
 
 impl Accepted {
@@ -158,6 +227,18 @@ impl Accepted {
         self.fresh
     }
 
+    /// For a DPoP request: the proof's replay check, which the driver must run (and honour with
+    /// [`ReplayCheck::verdict`]) before it lets the request through.
+    pub fn replay_check(&self) -> Option<&ReplayCheck> {
+        self.replay.as_ref()
+    }
+
+    /// When the DPoP nonce this request carried was issued (nonces on), so the driver can send a
+    /// fresh one before it expires.
+    pub fn nonce_issued_at(&self) -> Option<u64> {
+        self.nonce_issued_at
+    }
+
     /// Splits into the verified token and the presented thumbprint.
     pub fn into_parts(self) -> (Verified, Option<Thumbprint>) {
         (self.verified, self.presented)
@@ -165,6 +246,9 @@ impl Accepted {
 }
 
 /// One step of a verification.
+// `NeedKey` holds the parsed token and proof; a Step is returned once per request and matched at
+// once, so moving it costs less than boxing it would on the cache-hit path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step<'r> {
     /// Accepted.
@@ -189,6 +273,8 @@ pub struct NeedKey<'r> {
     presented: Option<Thumbprint>,
     now: u64,
     cached: Option<&'r Verified>,
+    scheme: Scheme,
+    proof: Option<(VerifiedProof, Option<u64>)>,
 }
 
 impl NeedKey<'_> {
@@ -237,17 +323,22 @@ impl NeedKey<'_> {
             .issuers
             .get(self.issuer)
             .ok_or(Rejection::WrongIssuer)?;
-        if let Some(hit) = self.cached.filter(|_| self.uses_cached(&key)) {
-            hit.claims.check_time(self.now, policy.leeway_secs())?;
-            return verifier.bind(hit.clone(), self.presented, false);
-        }
-        let claims = policy.verify(self.token, self.alg, &key, self.now)?;
-        let verified = Verified {
-            claims: Arc::new(claims),
-            key,
-            issuer: self.issuer,
+        let (verified, fresh) = match self.cached.filter(|_| self.uses_cached(&key)) {
+            Some(hit) => {
+                hit.claims.check_time(self.now, policy.leeway_secs())?;
+                (hit.clone(), false)
+            }
+            None => {
+                let claims = policy.verify(self.token, self.alg, &key, self.now)?;
+                let verified = Verified {
+                    claims: Arc::new(claims),
+                    key,
+                    issuer: self.issuer,
+                };
+                (verified, true)
+            }
         };
-        verifier.bind(verified, self.presented, true)
+        verifier.bind(verified, self.presented, fresh, self.scheme, self.proof)
     }
 }
 
@@ -264,6 +355,7 @@ impl Verifier {
             issuers,
             binding,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            dpop: None,
         })
     }
 
@@ -329,6 +421,7 @@ impl Verifier {
             if credentials.token.len() > self.max_token_len {
                 return Err(Rejection::TokenTooLarge);
             }
+            let proof = self.check_proof(&credentials, now)?;
             let token = UnverifiedToken::parse(credentials.token)?;
             let issuer = self.select_issuer(&token)?;
             let policy = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
@@ -341,6 +434,8 @@ impl Verifier {
                 presented,
                 now,
                 cached,
+                scheme: credentials.scheme,
+                proof,
             })
         };
         match step() {
@@ -363,21 +458,97 @@ impl Verifier {
             .ok_or(Rejection::WrongIssuer)
     }
 
-    /// The binding, checked per request (never cached as a verdict).
+    /// RFC 9449 §4.3 for a `DPoP` request (before the token is looked at), and the nonce when
+    /// nonces are on. `None` for a `Bearer` request (a stray `DPoP` header is ignored).
+    fn check_proof(
+        &self,
+        credentials: &Credentials<'_>,
+        now: u64,
+    ) -> Result<Option<(VerifiedProof, Option<u64>)>, Rejection> {
+        if credentials.scheme == Scheme::Bearer {
+            return Ok(None);
+        }
+        // A DPoP-scheme request to a service that does not accept DPoP has no usable credentials.
+        let dpop = self.dpop.as_ref().ok_or(Rejection::MissingToken)?;
+        let proof = match credentials.proof {
+            Proof::None => return Err(Rejection::MissingDpopProof),
+            Proof::Many => return Err(Rejection::MultipleDpopProofs),
+            Proof::One(proof) => proof,
+        };
+        let target = credentials.target.ok_or(Rejection::DpopUriMismatch)?;
+        let verified = dpop
+            .policy
+            .verify_proof(proof, credentials.token, &target, now)?;
+        let nonce_issued_at = match &dpop.nonces {
+            None => None,
+            Some(nonces) => Some(
+                verified
+                    .nonce()
+                    .and_then(|nonce| nonces.issued_at(nonce, now))
+                    .ok_or(Rejection::DpopNonceRequired)?,
+            ),
+        };
+        Ok(Some((verified, nonce_issued_at)))
+    }
+
+    /// The binding, checked per request (never cached as a verdict), and the replay check a
+    /// DPoP proof still needs.
     fn bind(
         &self,
         verified: Verified,
         presented: Option<Thumbprint>,
         fresh: bool,
+        scheme: Scheme,
+        proof: Option<(VerifiedProof, Option<u64>)>,
     ) -> Result<Accepted, Rejection> {
+        let mut against = Presented::certificate(presented.as_ref()).with_scheme(scheme);
+        if let Some((proof, _)) = &proof {
+            against = against.with_dpop_key(proof.jkt());
+        }
         verified
             .claims
             .confirmation()
-            .check(self.binding, presented.as_ref())?;
+            .check(self.binding, against)?;
+        let (replay, nonce_issued_at) = match (&proof, &self.dpop) {
+            (Some((proof, issued)), Some(dpop)) => {
+                (Some(ReplayCheck::new(proof, &dpop.policy)), *issued)
+            }
+            _ => (None, None),
+        };
         Ok(Accepted {
             verified,
             presented,
             fresh,
+            replay,
+            nonce_issued_at,
         })
+    }
+
+    /// Also accept DPoP-bound tokens (`Authorization: DPoP` + a proof), checked with `policy`.
+    pub fn dpop(mut self, policy: DpopPolicy) -> Self {
+        let nonces = self.dpop.take().and_then(|d| d.nonces);
+        self.dpop = Some(DpopConfig { policy, nonces });
+        self
+    }
+
+    /// Require a server nonce in every DPoP proof (RFC 9449 §8), sealed with `keys`. Needs
+    /// [`dpop`](Self::dpop) (a default policy is assumed otherwise).
+    pub fn dpop_nonces(mut self, keys: NonceKeys) -> Self {
+        let policy = self.dpop.take().map(|d| d.policy).unwrap_or_default();
+        self.dpop = Some(DpopConfig {
+            policy,
+            nonces: Some(keys),
+        });
+        self
+    }
+
+    /// The DPoP policy, when DPoP is accepted.
+    pub fn dpop_policy(&self) -> Option<&DpopPolicy> {
+        self.dpop.as_ref().map(|d| &d.policy)
+    }
+
+    /// The DPoP nonce keys, when nonces are required.
+    pub fn dpop_nonce_keys(&self) -> Option<&NonceKeys> {
+        self.dpop.as_ref().and_then(|d| d.nonces.as_ref())
     }
 }

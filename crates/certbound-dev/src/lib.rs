@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dpop;
 pub mod envoy;
 pub mod issuer;
 pub mod pki;

@@ -1148,12 +1148,12 @@ fn unknown_cnf_members_do_not_break_a_correctly_bound_token() {
                      "x5t": "abc", "kid": "x", "ext": {"n": [1, 2]}});
     let c = decide(&signed(&header(), &with(claims(), "cnf", cnf))).unwrap();
     assert_eq!(c.confirmation().certificate(), Some(&client()));
-    // A DPoP key binding beside the certificate binding must hold too (RFC 7800 §3.1): this
-    // service checks no DPoP proof here, so the token is refused, never accepted on x5t#S256 alone.
+    // A DPoP key binding beside the certificate binding must hold too (RFC 7800 §3.1): sent
+    // with the Bearer scheme, the token is refused, never accepted on x5t#S256 alone.
     let both = json!({"x5t#S256": client().to_string(), "jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"});
     refused(
         &signed(&header(), &with(claims(), "cnf", both)),
-        Rejection::UnsupportedBinding,
+        Rejection::DpopBoundTokenAsBearer,
         "x5t#S256 and jkt",
     );
 }

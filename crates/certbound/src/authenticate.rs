@@ -35,6 +35,8 @@ pub(crate) struct IssuerEntry {
 
 /// Everything the layer needs to decide; shared by all clones of the layer and service.
 pub(crate) struct Authenticator {
+    /// This layer instance, stamped into every token it verifies (see `require_scope`).
+    pub(crate) id: crate::token::LayerId,
     pub(crate) issuers: Vec<IssuerEntry>,
     pub(crate) binding: BindingPolicy,
     pub(crate) realm: String,
@@ -211,7 +213,7 @@ impl Authenticator {
         }
         Some(
             match self.binding.check_claims(&hit.claims, presented.as_ref()) {
-                Ok(()) => Decision::Accept(VerifiedToken::new(hit.claims, presented)),
+                Ok(()) => Decision::Accept(VerifiedToken::new(hit.claims, presented, self.id)),
                 Err(rejection) => Decision::Reject(rejection),
             },
         )
@@ -234,6 +236,6 @@ impl Authenticator {
             cache.insert(raw, Arc::clone(&claims), key, issuer);
         }
         self.binding.check_claims(&claims, presented.as_ref())?;
-        Ok(VerifiedToken::new(claims, presented))
+        Ok(VerifiedToken::new(claims, presented, self.id))
     }
 }

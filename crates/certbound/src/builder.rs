@@ -360,6 +360,7 @@ impl CertBoundBuilder {
         }
         Ok(CertBoundLayer {
             auth: Arc::new(Authenticator {
+                id: crate::token::LayerId::next(),
                 metadata,
                 advertise_metadata: self.advertise_metadata,
                 issuers,

@@ -93,7 +93,7 @@ fn main() -> Result<(), Error> {
 
     let dev_dir = std::env::temp_dir().join(format!("certbound-loadbench-{}", std::process::id()));
     let _cleanup = RemoveDir(dev_dir.clone());
-    std::fs::create_dir_all(&dev_dir)?;
+    certbound_dev::private_dir(&dev_dir)?; // mode 0700: it will hold private keys
 
     // The cached instance first: it creates the dev material the others reuse.
     let cached = Server::api(&api_exe, &dev_dir, false)?;

@@ -100,7 +100,10 @@ struct Args {
     /// Listen without TLS (for a proxy on the same host or network); needs --client-cert-header.
     #[arg(long)]
     plain_http: bool,
-    /// Where the dev setup keeps its certificates, keys and tokens (dev mode only).
+    /// Where the dev setup keeps its certificates, keys and tokens (dev mode only). Default:
+    /// $XDG_RUNTIME_DIR/certbound-dev, else $XDG_CACHE_HOME/certbound-dev, else
+    /// $HOME/.cache/certbound-dev. Created with mode 0700; refused if owned by another user or
+    /// writable by group or others.
     #[arg(long)]
     dev_dir: Option<PathBuf>,
 }
@@ -141,13 +144,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Fatal> {
-    let dev_dir = args
-        .dev_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join("certbound-dev"));
-    // Dev material is needed unless both the issuer and the server certificate are real.
+    // Dev material is needed unless both the issuer and the server certificate are real. It lives
+    // in a private per-user directory (mode 0700; one owned by someone else or writable by
+    // others is refused — exit 2).
     let pki = if args.issuer.is_none() || (args.tls_cert.is_none() && !args.plain_http) {
-        let (pki, created) = context(DevPki::load_or_create(&dev_dir), "dev certificates")?;
+        let dev_dir = match &args.dev_dir {
+            Some(dir) => dir.clone(),
+            None => context(certbound_dev::default_dev_dir(), "--dev-dir")?,
+        };
+        let (pki, created) = DevPki::load_or_create(&dev_dir).map_err(|e| match e {
+            // Already names the directory and what to do.
+            certbound_dev::DevError::UnsafeDir { .. } => Fatal(format!("{e} (--dev-dir DIR)")),
+            e => Fatal(format!("dev certificates: {e}")),
+        })?;
         let verb = if created { "created" } else { "reusing" };
         println!(
             "certbound protected API — {verb} dev material in {}",
@@ -158,7 +167,7 @@ async fn run(args: Args) -> Result<(), Fatal> {
         None
     };
 
-    let (builder, dev_issuer) = token_validation(&args, &dev_dir).await?;
+    let (builder, dev_issuer) = token_validation(&args, pki.as_ref()).await?;
     let builder = match proxy_mode(&args)? {
         Some(forwarded) => builder.forwarded_certificates(forwarded),
         None => builder,
@@ -266,7 +275,7 @@ fn tls_config(
 /// The issuer and its keys: real ones from the flags, or a local dev issuer.
 async fn token_validation(
     args: &Args,
-    dev_dir: &Path,
+    pki: Option<&DevPki>,
 ) -> Result<(CertBoundBuilder, Option<(TestIssuer, SigningKey)>), Fatal> {
     let binding: BindingPolicy = args.binding.parse()?;
     let mut builder = CertBound::builder().binding(binding);
@@ -281,6 +290,9 @@ async fn token_validation(
         builder = builder.jwks_root_certificates_pem(pem);
     }
     let Some(issuer) = &args.issuer else {
+        let dev_dir = pki
+            .map(|pki| pki.dir.as_path())
+            .ok_or_else(|| Fatal("the dev issuer needs the dev directory".into()))?;
         let signer = dev_signing_key(dev_dir)?;
         let issuer = context(TestIssuer::start(&[&signer]).await, "dev issuer")?;
         let builder = builder
@@ -331,13 +343,17 @@ fn proxy_mode(args: &Args) -> Result<Option<ForwardedCertificates>, Fatal> {
 fn dev_signing_key(dir: &Path) -> Result<SigningKey, Fatal> {
     let path = dir.join("jwt-signing.key");
     if let Ok(pem) = std::fs::read_to_string(&path) {
+        context(certbound_dev::dir::narrow_private(&path), path.display())?; // mode 0600
         return context(
             SigningKey::from_pkcs8_pem("dev-1", Algorithm::ES256, &pem),
             path.display(),
         );
     }
     let key = SigningKey::generate("dev-1", Algorithm::ES256)?;
-    context(std::fs::write(&path, key.pkcs8_pem()), path.display())?;
+    context(
+        certbound_dev::write_private(&path, key.pkcs8_pem()),
+        path.display(),
+    )?;
     Ok(key)
 }
 
@@ -351,7 +367,10 @@ fn write_dev_token(
     let client_a = ClientCertificate::from_der(pki.client_a.cert_der.to_vec());
     let token = signer.sign(&bound_claims(issuer, audience, client_a.thumbprint()))?;
     let token_path = pki.dir.join("token-a.jwt");
-    context(std::fs::write(&token_path, &token), token_path.display())?;
+    context(
+        certbound_dev::write_private(&token_path, &token),
+        token_path.display(),
+    )?;
     Ok(token_path)
 }
 

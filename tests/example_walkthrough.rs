@@ -135,3 +135,110 @@ fn bad_flags_and_unreadable_files_exit_2_with_one_line() {
         }
     }
 }
+
+/// A directory under the system temp dir, removed at the end.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("certbound-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn dev_material_goes_to_a_private_per_user_directory() {
+    use std::io::{BufRead as _, BufReader};
+    let scratch = Scratch::new("example-default-dir");
+    let runtime = scratch.0.join("run-user");
+    std::fs::create_dir(&runtime).unwrap();
+    let mut child = Command::new(example_binary())
+        .args(["--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _running = Running(child);
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .map(Result::unwrap)
+        .take_while(|l| !l.starts_with("Ctrl-C stops the server"))
+        .collect();
+    let dir = runtime.join("certbound-dev");
+    assert_eq!(
+        lines[0],
+        format!(
+            "certbound protected API — created dev material in {}",
+            dir.display()
+        )
+    );
+    assert_eq!(mode(&dir), 0o700);
+    for secret in [
+        "server.key",
+        "client-a.key",
+        "client-b.key",
+        "client-self-signed.key",
+        "jwt-signing.key",
+        "token-a.jwt",
+    ] {
+        assert_eq!(mode(&dir.join(secret)), 0o600, "{secret}");
+    }
+}
+
+#[test]
+fn an_unsafe_dev_dir_is_refused_with_exit_2() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let scratch = Scratch::new("example-unsafe-dir");
+    let dir = scratch.0.join("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new(example_binary())
+        .args(["--listen", "127.0.0.1:0", "--dev-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It must refuse at start-up; one that starts serving instead is killed, not waited for.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the example started with a 0777 --dev-dir instead of refusing it");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let d = dir.display();
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "error: refusing to use {d} for dev material: it is writable by group or others \
+             (mode 0777); run `chmod 700 {d}`, or choose another directory (--dev-dir DIR)"
+        )
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

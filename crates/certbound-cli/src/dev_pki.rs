@@ -1,16 +1,24 @@
-//! `certbound dev-pki DIR`: the dev CA, server and client certificates — made by the same
-//! `certbound_dev::DevPki` code the example API uses.
+//! `certbound dev-pki [DIR]`: the dev CA, server and client certificates — made by the same
+//! `certbound_dev::DevPki` code, in the same per-user directory, as the example API.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use certbound_dev::{CertAndKey, DevPki};
+use certbound_dev::{CertAndKey, DevError, DevPki};
 
 use crate::{certs, Fatal, Outcome};
 
-pub(crate) fn run(dir: &Path, force: bool) -> Outcome {
-    let fail =
-        |e: certbound_dev::DevError| Fatal::new(format!("dev PKI in {}: {e}", dir.display()));
+pub(crate) fn run(dir: Option<PathBuf>, force: bool) -> Outcome {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => certbound_dev::default_dev_dir().map_err(|e| Fatal::new(format!("{e} (DIR)")))?,
+    };
+    let dir = dir.as_path();
+    let fail = |e: DevError| match e {
+        // Already names the directory and what to do.
+        DevError::UnsafeDir { .. } => Fatal::new(e.to_string()),
+        e => Fatal::new(format!("dev PKI in {}: {e}", dir.display())),
+    };
     let (pki, created) = if force {
         let pki = DevPki::generate(dir).map_err(fail)?;
         pki.save().map_err(fail)?;

@@ -311,21 +311,16 @@ fn show_token(
         let value = &claims[name];
         let mut text = format!("{name:width$}  {}", compact(value, full));
         if let Some(ts) = timestamp(value) {
+            let date = date(value, ts);
             match name.as_str() {
-                "exp" => text.push_str(&format!("  {}", time::utc(ts))),
-                "iat" => text.push_str(&format!(
-                    "  {}  (issued {})",
-                    time::utc(ts),
-                    time::relative(ts, now)
-                )),
+                "exp" => text.push_str(&format!("  {date}")),
+                "iat" => text.push_str(&format!("  {date}  (issued {})", time::relative(ts, now))),
                 "nbf" if ts > now => text.push_str(&format!(
-                    "  {}  (not valid for another {})",
-                    time::utc(ts),
-                    time::span(ts - now)
+                    "  {date}  (not valid for another {})",
+                    time::span(time::diff(ts, now))
                 )),
                 "nbf" => text.push_str(&format!(
-                    "  {}  (valid since {})",
-                    time::utc(ts),
+                    "  {date}  (valid since {})",
                     time::relative(ts, now)
                 )),
                 _ => {}
@@ -337,23 +332,37 @@ fn show_token(
         None => "no exp claim — the layer refuses tokens without one (invalid_claims)".to_owned(),
         Some(value) => match timestamp(value) {
             None => "exp is not a number — the layer refuses it (invalid_claims)".to_owned(),
-            Some(exp) if exp > now => format!("expires in {} ({})", time::span(exp - now), time::utc(exp)),
-            Some(exp) if exp + leeway > now => format!(
-                "expired {} ago ({}) — still accepted within the layer's {leeway} s clock-skew leeway",
-                time::span(now - exp),
-                time::utc(exp)
+            Some(exp) if exp > now => format!(
+                "expires in {} ({})",
+                time::span(time::diff(exp, now)),
+                date(value, exp)
             ),
-            Some(exp) => format!("expired {} ago ({})", time::span(now - exp), time::utc(exp)),
+            Some(exp) if time::diff(exp, now) + i128::from(leeway) > 0 => format!(
+                "expired {} ago ({}) — still accepted within the layer's {leeway} s clock-skew leeway",
+                time::span(time::diff(exp, now)),
+                date(value, exp)
+            ),
+            Some(exp) => format!(
+                "expired {} ago ({})",
+                time::span(time::diff(exp, now)),
+                date(value, exp)
+            ),
         },
     };
     row("expiry", expiry);
 }
 
-/// A NumericDate (seconds, fractions dropped).
+/// A NumericDate in whole seconds (see [`time::seconds`]: fractions rounded down, the ends of
+/// the `i64` range clamped), `None` if it is not a number.
 fn timestamp(value: &Value) -> Option<i64> {
     let n = value.as_number()?;
-    n.as_i64()
-        .or_else(|| n.as_f64().filter(|f| f.is_finite()).map(|f| f as i64))
+    n.as_i64().or_else(|| n.as_f64().and_then(time::seconds))
+}
+
+/// The calendar date of a NumericDate, or its raw JSON number if it has none (beyond the year
+/// 9999, or clamped from something like `1e300`).
+fn date(value: &Value, ts: i64) -> String {
+    time::calendar(ts).unwrap_or_else(|| time::no_date(value))
 }
 
 /// One-line JSON, long strings shortened unless `full` (no certificate chains, keys or nested
@@ -453,7 +462,10 @@ fn show_binding(
             let validity = if cert.not_after > now {
                 format!("valid until {}", time::utc(cert.not_after))
             } else {
-                format!("EXPIRED {} ago", time::span(now - cert.not_after))
+                format!(
+                    "EXPIRED {} ago",
+                    time::span(time::diff(cert.not_after, now))
+                )
             };
             more(format!(
                 "certificate subject     {}, {validity}",
@@ -620,7 +632,7 @@ fn hint(rejection: &Rejection, cx: &Context<'_>) -> Option<String> {
                 .claims
                 .and_then(|c| c.get("exp"))
                 .and_then(timestamp)
-                .map(|exp| format!("it expired {} ago", time::span(cx.now - exp)))
+                .map(|exp| format!("it expired {} ago", time::span(time::diff(exp, cx.now))))
                 .unwrap_or_else(|| "it has expired".to_owned());
             format!("get a new token: {ago}, and the layer allows only {leeway} s of clock skew")
         }

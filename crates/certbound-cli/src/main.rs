@@ -4,7 +4,7 @@
 //! certbound thumbprint CERT…            x5t#S256, hex SHA-256 and subject of every certificate
 //! certbound inspect TOKEN|- [--cert …]  header, claims, binding, expiry — and, with keys, the
 //!                                       layer's own verdict (CertBoundLayer::verify)
-//! certbound dev-pki DIR                 the dev CA, server and client certificates the example uses
+//! certbound dev-pki [DIR]               the dev CA, server and client certificates the example uses
 //! ```
 //!
 //! Exit codes: 0 success (for `inspect`: the layer would accept the token), 1 the token would be
@@ -39,8 +39,11 @@ enum Command {
     /// Create (or reuse) the dev CA, server and client certificates in DIR.
     #[command(name = "dev-pki")]
     DevPki {
-        /// Directory for the certificates and keys (created if missing).
-        dir: PathBuf,
+        /// Directory for the certificates and keys: created with mode 0700 if missing, refused if
+        /// owned by another user or writable by others. Default: the per-user directory the
+        /// example uses ($XDG_RUNTIME_DIR/certbound-dev, else $XDG_CACHE_HOME/certbound-dev, else
+        /// $HOME/.cache/certbound-dev).
+        dir: Option<PathBuf>,
         /// Generate a fresh set even if DIR already holds one (overwrites the files).
         #[arg(long)]
         force: bool,
@@ -75,7 +78,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Thumbprint(args) => thumbprint::run(&args),
         Command::Inspect(args) => inspect::run(args),
-        Command::DevPki { dir, force } => dev_pki::run(&dir, force),
+        Command::DevPki { dir, force } => dev_pki::run(dir, force),
     };
     match outcome {
         Ok(code) => code,

@@ -6,6 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use certbound::{CertBound, StaticJwks};
 use certbound_core::{Algorithm, ClientCertificate, Thumbprint};
 use certbound_dev::issuer::TestIssuer;
@@ -403,4 +405,127 @@ fn malformed_tokens_and_bad_flags() {
         assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {run:?}");
         assert!(run.stderr.starts_with("error: "), "{args:?}: {run:?}");
     }
+}
+
+/// Every extreme NumericDate in `iat`, `nbf` and `exp`, signed and checked by the layer through
+/// the real binary: no overflow, no panic (the test binary is built with overflow checks), the
+/// raw number where there is no calendar date, and the layer's own verdict.
+#[test]
+fn extreme_times_never_overflow() {
+    let s = setup("extreme");
+    let now = unix_now();
+    let no_date = "no calendar date (outside the years 0000–9999)";
+    // (value, what its date reads as, the layer's verdict per claim: iat, nbf, exp)
+    let cases: Vec<(Value, String, [&str; 3])> = vec![
+        (
+            json!(i64::MIN),
+            format!("-9223372036854775808 s since 1970: {no_date}"),
+            ["ACCEPTED", "ACCEPTED", "REFUSED: expired"],
+        ),
+        (
+            json!(i64::MAX),
+            format!("9223372036854775807 s since 1970: {no_date}"),
+            [
+                "REFUSED: issued_in_future",
+                "REFUSED: not_yet_valid",
+                "ACCEPTED",
+            ],
+        ),
+        (
+            json!(1e300),
+            format!("1e+300 s since 1970: {no_date}"),
+            [
+                "REFUSED: issued_in_future",
+                "REFUSED: not_yet_valid",
+                "ACCEPTED",
+            ],
+        ),
+        (
+            json!(-1e300),
+            format!("-1e+300 s since 1970: {no_date}"),
+            ["ACCEPTED", "ACCEPTED", "REFUSED: expired"],
+        ),
+        (
+            json!(u64::MAX),
+            format!("18446744073709551615 s since 1970: {no_date}"),
+            [
+                "REFUSED: issued_in_future",
+                "REFUSED: not_yet_valid",
+                "ACCEPTED",
+            ],
+        ),
+        (
+            json!(-1),
+            "1969-12-31 23:59:59 UTC".to_owned(),
+            ["ACCEPTED", "ACCEPTED", "REFUSED: expired"],
+        ),
+        (
+            json!(-0.5),
+            "1969-12-31 23:59:59 UTC".to_owned(),
+            ["ACCEPTED", "ACCEPTED", "REFUSED: expired"],
+        ),
+        (
+            json!(1.75),
+            "1970-01-01 00:00:01 UTC".to_owned(),
+            ["ACCEPTED", "ACCEPTED", "REFUSED: expired"],
+        ),
+        (
+            json!(253_402_300_800_i64),
+            format!("253402300800 s since 1970: {no_date}"),
+            [
+                "REFUSED: issued_in_future",
+                "REFUSED: not_yet_valid",
+                "ACCEPTED",
+            ],
+        ),
+    ];
+    for (value, date, verdicts) in &cases {
+        for (claim, verdict) in ["iat", "nbf", "exp"].into_iter().zip(verdicts) {
+            let mut claims = bound_claims(ISS, AUD, &s.tp_a);
+            claims[claim] = value.clone();
+            let token = s.key.sign(&claims).unwrap();
+            let run = s.inspect_with_keys(&token, &s.a_pem, &[]);
+            let what = format!("{claim} = {value}: {run:?}");
+            assert!(run.code == 0 || run.code == 1, "{what}");
+            assert!(!run.stderr.contains("panicked"), "{what}");
+            run.line_with(&[claim, date]);
+            run.line_with(&["verdict", verdict]);
+        }
+    }
+
+    // The relative times, in i128: the far ends read as "over 10000 y".
+    let with = |claim: &str, value: Value| {
+        let mut claims = bound_claims(ISS, AUD, &s.tp_a);
+        claims[claim] = value;
+        s.inspect_with_keys(&s.key.sign(&claims).unwrap(), &s.a_pem, &[])
+    };
+    let run = with("exp", json!(i64::MIN));
+    run.line_with(&["expiry", "expired over 10000 y ago (-9223372036854775808 s"]);
+    run.line_with(&["hint", "it expired over 10000 y ago"]);
+    with("exp", json!(1e300)).line_with(&["expiry", "expires in over 10000 y (1e+300 s"]);
+    with("iat", json!(i64::MAX)).line_with(&["iat", "(issued in over 10000 y)"]);
+    with("nbf", json!(-1e300)).line_with(&["nbf", "(valid since over 10000 y ago)"]);
+    with("nbf", json!(i64::MAX)).line_with(&["nbf", "(not valid for another over 10000 y)"]);
+    with("exp", json!(-1)).line_with(&["expiry", "expired 5", "y ago (1969-12-31 23:59:59 UTC)"]);
+    with("exp", json!(now as f64 + 3600.5)).line_with(&["expiry", "expires in 60 min"]);
+
+    // Numbers only raw JSON can carry (no signature needed: the token is read, not verified).
+    let unsigned = |payload: &str| {
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256"}"#),
+            URL_SAFE_NO_PAD.encode(payload)
+        )
+    };
+    let run = certbound([
+        "inspect",
+        &unsigned(r#"{"exp":123456789012345678901234567890,"iat":-99999999999999999999999}"#),
+    ]);
+    assert_eq!(run.code, 1, "{run:?}");
+    run.line_with(&["expiry", "expires in over 10000 y", no_date]);
+    run.line_with(&["iat", "(issued over 10000 y ago)"]);
+    // Beyond f64: serde_json refuses the number, so the token is malformed — said, not a panic.
+    let run = certbound(["inspect", &unsigned(r#"{"exp":1e400}"#)]);
+    assert_eq!(run.code, 1, "{run:?}");
+    run.line_with(&["token", "NOT a well-formed JWT"]);
 }

@@ -22,12 +22,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dir;
 pub mod dpop;
 pub mod envoy;
 pub mod issuer;
 pub mod pki;
 pub mod signing;
 
+pub use dir::{default_dev_dir, private_dir, write_private};
 pub use pki::{CertAndKey, DevCa, DevPki, KeyKind};
 pub use signing::{bound_claims, jwks_document, unix_now, SigningKey};
 
@@ -51,4 +53,19 @@ pub enum DevError {
     /// A file exists but does not hold what it should.
     #[error("{0}")]
     Invalid(String),
+    /// The dev directory is not fit for private keys: owned by another user, writable by group or
+    /// others, or not a directory (see [`private_dir`]).
+    #[error("refusing to use {} for dev material: {problem}; {fix}, or choose another directory", path.display())]
+    UnsafeDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: String,
+        /// What to do about it.
+        fix: String,
+    },
+    /// No per-user directory for dev material: none of `XDG_RUNTIME_DIR`, `XDG_CACHE_HOME`,
+    /// `HOME` is set to an absolute path.
+    #[error("no per-user directory for dev material: set XDG_RUNTIME_DIR, XDG_CACHE_HOME or HOME, or choose a directory")]
+    NoUserDir,
 }

@@ -218,9 +218,18 @@ impl DevPki {
 
     /// Loads the set from `dir` if every file is there, otherwise generates and saves a new one.
     /// Returns the set and whether it was newly created.
+    ///
+    /// `dir` must be private first (see [`private_dir`](crate::private_dir)): it is created with
+    /// mode 0700, and one owned by another user or writable by group or others is refused with
+    /// [`DevError::UnsafeDir`] — never reused, whoever created it. Private keys are mode 0600;
+    /// keys a reused set left readable by others are narrowed to 0600.
     pub fn load_or_create(dir: impl AsRef<Path>) -> Result<(Self, bool), DevError> {
         let dir = dir.as_ref();
+        crate::private_dir(dir)?;
         if FILES.iter().all(|f| dir.join(format!("{f}.pem")).is_file()) {
+            for name in FILES.iter().filter(|f| **f != "ca") {
+                crate::dir::narrow_private(&dir.join(format!("{name}.key")))?;
+            }
             return Ok((Self::load(dir)?, false));
         }
         let pki = Self::generate(dir)?;
@@ -228,19 +237,19 @@ impl DevPki {
         Ok((pki, true))
     }
 
-    /// Writes `NAME.pem` and `NAME.key` for every member (the CA key is never written).
+    /// Writes `NAME.pem` and `NAME.key` for every member (the CA key is never written), in a
+    /// private directory (see [`load_or_create`](Self::load_or_create)); keys with mode 0600.
     pub fn save(&self) -> Result<(), DevError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| DevError::Io { path, source }
         };
-        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        crate::private_dir(&self.dir)?;
         for (name, ck) in FILES.iter().zip(self.members()) {
             let pem = self.dir.join(format!("{name}.pem"));
             std::fs::write(&pem, &ck.cert_pem).map_err(io(&pem))?;
             if *name != "ca" {
-                let key = self.dir.join(format!("{name}.key"));
-                std::fs::write(&key, &ck.key_pem).map_err(io(&key))?;
+                crate::write_private(&self.dir.join(format!("{name}.key")), &ck.key_pem)?;
             }
         }
         Ok(())

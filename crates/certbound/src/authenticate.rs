@@ -27,6 +27,8 @@ pub(crate) fn system_clock() -> Clock {
 
 /// Everything the layer needs to decide; shared by all clones of the layer and service.
 pub(crate) struct Authenticator {
+    /// This layer instance, stamped into every token it verifies (see `require_scope`).
+    pub(crate) id: crate::token::LayerId,
     /// Every decision.
     pub(crate) verifier: Verifier,
     /// The key source of each issuer, in the verifier's issuer order.
@@ -35,6 +37,8 @@ pub(crate) struct Authenticator {
     pub(crate) clock: Clock,
     /// `Some` when a proxy terminates TLS and forwards the client certificate in a header.
     pub(crate) forwarded: Option<ForwardedCertificates>,
+    /// At most one "forwarded header from an untrusted peer" warning per peer per interval.
+    pub(crate) untrusted_warnings: crate::warn_limit::WarnLimiter,
     /// Verified tokens, unless switched off.
     pub(crate) cache: Option<TokenCache>,
     /// RFC 9728 metadata of this resource.
@@ -88,7 +92,8 @@ impl Authenticator {
 
     /// The thumbprint of the certificate the client presented: from the TLS connection, or —
     /// when configured — from a trusted proxy's header. A forwarded header from an untrusted
-    /// peer is refused and logged with the peer address.
+    /// peer is refused and logged with the peer address — at most once per peer per interval
+    /// (any client can send the header on every request), with the number of lines left out.
     pub(crate) fn client_certificate(
         &self,
         headers: &HeaderMap,
@@ -99,14 +104,23 @@ impl Authenticator {
             return Ok(tls);
         };
         forwarded.extract(headers, peer).inspect_err(|rejection| {
-            let peer = peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+            let shown = || peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
             match rejection {
-                Rejection::UntrustedForwardedCertificate => tracing::warn!(
-                    %peer,
-                    header = %forwarded.header(),
-                    "forwarded client certificate from a peer that is not a trusted proxy; refused"
-                ),
-                other => tracing::info!(%peer, reason = other.code(), "forwarded client certificate refused"),
+                Rejection::UntrustedForwardedCertificate => {
+                    let now = std::time::Instant::now();
+                    if let Some(permit) = self.untrusted_warnings.check(peer, now) {
+                        tracing::warn!(
+                            peer = %shown(),
+                            header = %forwarded.header(),
+                            suppressed = permit.suppressed,
+                            suppressed_other_peers = permit.untracked,
+                            interval_secs = self.untrusted_warnings.interval().as_secs(),
+                            "forwarded client certificate from a peer that is not a trusted proxy; refused \
+                             (one line per peer per interval; `suppressed` counts this peer's since its last line)"
+                        );
+                    }
+                }
+                other => tracing::info!(peer = %shown(), reason = other.code(), "forwarded client certificate refused"),
             }
         })
     }
@@ -221,7 +235,7 @@ impl Authenticator {
         if let (Some(cache), true) = (&self.cache, fresh) {
             cache.insert(token, verified.clone());
         }
-        VerifiedToken::new(Arc::clone(verified.claims()), presented)
+        VerifiedToken::new(Arc::clone(verified.claims()), presented, self.id)
     }
 
     /// A refused cache hit leaves the cache (expired, or its key rotated out): the next request

@@ -133,6 +133,7 @@ pub struct CertBoundBuilder {
     jwks_roots_pem: Option<Vec<u8>>,
     clock: Clock,
     forwarded: Option<ForwardedCertificates>,
+    untrusted_warning_interval: Duration,
     cache: Option<TokenCacheConfig>,
     resource: Option<String>,
     scopes_supported: Vec<String>,
@@ -164,6 +165,7 @@ impl Default for CertBoundBuilder {
             jwks_roots_pem: None,
             clock: system_clock(),
             forwarded: None,
+            untrusted_warning_interval: crate::warn_limit::DEFAULT_INTERVAL,
             cache: Some(TokenCacheConfig::default()),
             resource: None,
             scopes_supported: Vec::new(),
@@ -254,6 +256,16 @@ impl CertBoundBuilder {
     /// [`ForwardedCertificates`]).
     pub fn forwarded_certificates(mut self, source: ForwardedCertificates) -> Self {
         self.forwarded = Some(source);
+        self
+    }
+
+    /// A forwarded certificate header from a peer outside the trusted networks is refused and
+    /// logged as a warning — at most one line per peer per `interval` (default 60 s; zero logs
+    /// every one), each with the number left out since that peer's last line. At most 256 peers
+    /// are tracked, so a flood from many addresses writes at most 256 lines per interval and
+    /// holds bounded memory.
+    pub fn untrusted_forwarded_warning_interval(mut self, interval: Duration) -> Self {
+        self.untrusted_warning_interval = interval;
         self
     }
 
@@ -362,6 +374,7 @@ impl CertBoundBuilder {
             .max_token_len(self.max_token_len);
         Ok(CertBoundLayer {
             auth: Arc::new(Authenticator {
+                id: crate::token::LayerId::next(),
                 metadata,
                 advertise_metadata: self.advertise_metadata,
                 verifier,
@@ -369,6 +382,10 @@ impl CertBoundBuilder {
                 realm,
                 clock: self.clock,
                 forwarded: self.forwarded,
+                untrusted_warnings: crate::warn_limit::WarnLimiter::new(
+                    self.untrusted_warning_interval,
+                    crate::warn_limit::MAX_PEERS,
+                ),
                 cache: self.cache.map(TokenCache::new),
             }),
         })

@@ -7,7 +7,8 @@
 //! async fn hello(token: VerifiedToken) -> Json<serde_json::Value> {
 //!     Json(serde_json::json!({ "sub": token.sub(), "bound_to": token.thumbprint().map(|t| t.to_string()) }))
 //! }
-//! // Optional on routes that also serve anonymous callers (e.g. with BindingPolicy::IfBound):
+//! // Optional: `None` on a route the certbound layer does not cover (one that also serves
+//! // anonymous callers); `VerifiedToken` there would be a wiring mistake, answered 500.
 //! async fn maybe(token: Option<VerifiedToken>) -> &'static str {
 //!     if token.is_some() { "hello, client" } else { "hello, stranger" }
 //! }
@@ -21,15 +22,17 @@ use serde::de::DeserializeOwned;
 
 use certbound_core::Rejection;
 
-use crate::response::rejection_response;
+use crate::response::{rejection_response, wiring_error};
 use crate::VerifiedToken;
 
 /// Why the [`VerifiedToken`] extractor failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenRejection {
-    /// The route is not behind the certbound layer, so there is no verified token. This is a
-    /// wiring mistake; it is answered like a missing token (401) so nothing is served.
+    /// The route is not behind the certbound layer, so there is no verified token. This is the
+    /// server's wiring mistake, not the client's: it is answered `500` with no challenge (as
+    /// axum answers a missing extension) and logged as an error naming the fix; the handler never
+    /// runs.
     #[error("route is not protected by the certbound layer")]
     NotProtected,
     /// The claims do not deserialize into the requested custom-claims type.
@@ -39,14 +42,17 @@ pub enum TokenRejection {
 
 impl IntoResponse for TokenRejection {
     fn into_response(self) -> Response {
-        let rejection = match self {
+        match self {
             TokenRejection::NotProtected => {
-                tracing::error!("VerifiedToken extracted on a route without the certbound layer");
-                Rejection::MissingToken
+                tracing::error!(
+                    "a handler extracts VerifiedToken on a route the certbound layer does not cover; \
+                     add the CertBoundLayer to this route (Router::layer(auth) or route_layer(auth)) \
+                     or take Option<VerifiedToken>; answering 500"
+                );
+                wiring_error()
             }
-            TokenRejection::ClaimsShape => Rejection::InvalidClaims,
-        };
-        rejection_response(&rejection, "api")
+            TokenRejection::ClaimsShape => rejection_response(&Rejection::InvalidClaims, "api"),
+        }
     }
 }
 

@@ -50,6 +50,7 @@ pub mod metadata;
 pub mod response;
 pub mod scope;
 pub mod token;
+mod warn_limit;
 pub mod wiring;
 
 pub use authenticate::Clock;

@@ -96,3 +96,15 @@ pub fn rejection_response_with<B: Default>(
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
+
+/// The answer to the server's own wiring mistake (a `VerifiedToken` asked for where the certbound
+/// layer did not run, or one from another layer instance): `500`, no challenge — the client did
+/// nothing wrong — `Cache-Control: no-store`, an empty body. The caller logs the fix.
+pub(crate) fn wiring_error<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

@@ -21,12 +21,27 @@
 //! }
 //! ```
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use certbound_core::{Algorithm, Thumbprint, VerifiedClaims};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+/// Which layer instance verified a token: one per [`CertBound::builder`](crate::CertBound::builder)
+/// `.build()`, shared by the clones of that layer. [`require_scope`](crate::CertBoundLayer::require_scope)
+/// accepts only tokens its own layer verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LayerId(u64);
+
+impl LayerId {
+    /// A new identity, never handed out before in this process (a 64-bit counter does not wrap).
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 /// The default custom-claims type: none. Deserializes from any claims object.
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
@@ -40,15 +55,22 @@ pub struct NoCustomClaims {}
 pub struct VerifiedToken<C = NoCustomClaims> {
     claims: Arc<VerifiedClaims>,
     presented: Option<Thumbprint>,
+    verified_by: LayerId,
     custom: C,
 }
 
 impl VerifiedToken {
-    /// Shares `claims` (e.g. with the verified-token cache) — no copy.
-    pub(crate) fn new(claims: Arc<VerifiedClaims>, presented: Option<Thumbprint>) -> Self {
+    /// Shares `claims` (e.g. with the verified-token cache) — no copy. `verified_by` is the layer
+    /// instance that verified it.
+    pub(crate) fn new(
+        claims: Arc<VerifiedClaims>,
+        presented: Option<Thumbprint>,
+        verified_by: LayerId,
+    ) -> Self {
         Self {
             claims,
             presented,
+            verified_by,
             custom: NoCustomClaims {},
         }
     }
@@ -131,7 +153,13 @@ impl<C> VerifiedToken<C> {
         Ok(VerifiedToken {
             claims: Arc::clone(&self.claims),
             presented: self.presented,
+            verified_by: self.verified_by,
             custom,
         })
+    }
+
+    /// Whether the layer instance `layer` verified this token.
+    pub(crate) fn verified_by(&self, layer: LayerId) -> bool {
+        self.verified_by == layer
     }
 }

@@ -142,3 +142,27 @@ pub fn openssl_x5t(path: &Path, der_input: bool) -> String {
     assert_eq!(digest.stdout.len(), 32);
     URL_SAFE_NO_PAD.encode(digest.stdout)
 }
+
+/// Runs `certbound ARGS…` with environment variables set (`Some`) or removed (`None`).
+pub fn certbound_env<I, S>(args: I, env: &[(&str, Option<&std::path::Path>)]) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_certbound"));
+    command.args(args).stdin(Stdio::null());
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    Run::from(command.output().unwrap())
+}
+
+/// The permission bits of a file or directory.
+#[cfg(unix)]
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}

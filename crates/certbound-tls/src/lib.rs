@@ -26,14 +26,14 @@
 //! # }
 //! ```
 //!
-//! * [`config`] — [`server_config`] and [`ClientAuth`] (`tls_client_auth`,
+//! * [`config`] — [`server_config`] and [`ClientAuth`] (`tls_client_auth` with optional CRLs,
 //!   `self_signed_tls_client_auth`, optional or mandatory).
 //! * [`listener`] — [`TlsListener`] and its limits: ClientHello deadline, handshake timeout,
 //!   pending handshakes per IP address and in all, open connections.
 //! * [`server`] — [`serve`] (axum routers and any tower service) and [`HttpConfig`] (header-read
 //!   and idle timeouts, also for a hyper-util loop of your own).
 //! * [`peer`] — [`PeerCertificate`], the per-connection request extension.
-//! * [`pem`] — [`load_certs`], [`load_private_key`], [`load_ca_roots`].
+//! * [`pem`] — [`load_certs`], [`load_private_key`], [`load_ca_roots`], [`load_crls`].
 //!
 //! Every limit and timeout has a safe default:
 //!
@@ -64,7 +64,7 @@ pub use config::{server_config, ClientAuth};
 pub use error::TlsError;
 pub use listener::{ListenerStats, TlsConnection, TlsListener};
 pub use peer::PeerCertificate;
-pub use pem::{load_ca_roots, load_certs, load_private_key};
+pub use pem::{load_ca_roots, load_certs, load_crls, load_private_key};
 pub use server::{serve, ConnectionError, HttpConfig, Serve};
 
 /// The rustls version this crate is built on, for naming [`rustls::ServerConfig`],

@@ -50,7 +50,7 @@
 //!   to answer): while requests are in flight, a peer that stops answering PINGs is
 //!   disconnected.
 //!
-//! Both timeouts are counted in the listener's [`ListenerStats`](crate::ListenerStats)
+//! Both timeouts are counted in the listener's [`ListenerStats`]
 //! (`header_read_timeouts`, `idle_timeouts`). Slow request *bodies* are not bounded here: a
 //! handler that reads a body can time out itself (for example with tower-http's
 //! `TimeoutLayer` or `RequestBodyTimeoutLayer`).

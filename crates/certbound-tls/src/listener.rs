@@ -551,13 +551,8 @@ async fn handshake(
     let limits = shared.limits;
     let accepted_at = Instant::now();
     // One deadline for the whole handshake, and an earlier one for its first message.
-    let handshake_deadline = accepted_at
-        .checked_add(limits.handshake_timeout)
-        .unwrap_or_else(far_future);
-    let hello_deadline = accepted_at
-        .checked_add(limits.client_hello_timeout)
-        .unwrap_or_else(far_future)
-        .min(handshake_deadline);
+    let handshake_deadline = deadline(accepted_at, limits.handshake_timeout);
+    let hello_deadline = deadline(accepted_at, limits.client_hello_timeout).min(handshake_deadline);
     let result = async {
         let hello = LazyConfigAcceptor::new(Acceptor::default(), stream);
         let start = match tokio::time::timeout_at(hello_deadline, hello).await {
@@ -636,9 +631,13 @@ async fn handshake(
     }
 }
 
-/// A deadline no timeout reaches (about 30 years away), for settings too large to add to now.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365 * 30)
+/// `start + timeout`, or about a year from `start` for a timeout too large to add (such as
+/// `Duration::MAX`).
+pub(crate) fn deadline(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(start)
 }
 
 /// Like axum's and hyper's: per-connection errors are ignored; others (such as `EMFILE`, too

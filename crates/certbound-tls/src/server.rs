@@ -77,7 +77,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::listener::{ListenerStats, TlsConnection, TlsListener};
+use crate::listener::{deadline, ListenerStats, TlsConnection, TlsListener};
 use crate::PeerCertificate;
 
 /// A boxed error, as hyper and tower use them.
@@ -167,15 +167,16 @@ impl HttpConfig {
     /// all of that and is what to use unless you need a builder setting it does not expose.
     pub fn hyper_builder(&self) -> auto::Builder<TokioExecutor> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper adds these to `Instant::now()` unchecked: keep them addable.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout);
+            .header_read_timeout(self.header_read_timeout.map(addable));
         builder
             .http2()
             .timer(TokioTimer::new())
-            .keep_alive_interval(self.h2_keep_alive_interval)
-            .keep_alive_timeout(self.h2_keep_alive_timeout);
+            .keep_alive_interval(self.h2_keep_alive_interval.map(addable))
+            .keep_alive_timeout(addable(self.h2_keep_alive_timeout));
         builder
     }
 
@@ -288,6 +289,12 @@ impl HttpConfig {
             _ => Err(ConnectionError::Http(err)),
         }
     }
+}
+
+/// At most a year: any longer setting means "never" in practice, and stays addable to an
+/// `Instant` (hyper's timers would panic on `Duration::MAX`).
+fn addable(timeout: Duration) -> Duration {
+    timeout.min(Duration::from_secs(365 * 86_400))
 }
 
 /// Why [`HttpConfig::serve_connection`] ended with an error.
@@ -601,14 +608,6 @@ impl Expired {
             Expired::FirstRequest(timeout) | Expired::Idle(timeout) => timeout,
         }
     }
-}
-
-/// `start + timeout`, or about a year from `start` for a timeout too large to add.
-fn deadline(start: Instant, timeout: Duration) -> Instant {
-    start
-        .checked_add(timeout)
-        .or_else(|| start.checked_add(Duration::from_secs(365 * 86_400)))
-        .unwrap_or(start)
 }
 
 /// One request in flight; ends when dropped (with the response body, or with the handler's

@@ -491,3 +491,30 @@ async fn a_response_body_is_collected_over_http2_with_keep_alive_pings() {
         .to_bytes();
     assert_eq!(body, "drip\n".repeat(4));
 }
+
+#[tokio::test]
+async fn huge_timeouts_mean_never_and_do_not_panic() {
+    let pki = Pki::new();
+    let listener = pki
+        .listener(ClientAuth::self_signed())
+        .await
+        .client_hello_timeout(Duration::MAX)
+        .handshake_timeout(Duration::MAX);
+    let addr = listener.local_addr();
+    let http = HttpConfig::new()
+        .header_read_timeout(Duration::MAX)
+        .idle_timeout(Duration::MAX)
+        .h2_keep_alive_interval(Duration::MAX)
+        .h2_keep_alive_timeout(Duration::MAX);
+    let server = tokio::spawn(
+        certbound_tls::serve(listener, whoami_app())
+            .http_config(http)
+            .into_future(),
+    );
+    let (mut sender, _conn) = h1_client(tls(&pki, addr, H1).await).await;
+    guard("http/1.1", get1(&mut sender, "/whoami")).await;
+    guard("http/1.1 again", get1(&mut sender, "/whoami")).await;
+    let (sender, _conn) = h2_client(tls(&pki, addr, H2).await).await;
+    guard("h2", get2(sender, "/whoami")).await;
+    assert!(!server.is_finished(), "the server is still running");
+}

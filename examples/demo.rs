@@ -10,7 +10,8 @@
 
 mod support;
 
-use certbound::tls::PeerCertificate;
+use std::future::IntoFuture;
+
 use reqwest::header::WWW_AUTHENTICATE;
 use support::DevStory;
 
@@ -26,8 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener.local_addr().port()
     );
     let app = support::routes(story.layer().await?);
-    let app = app.into_make_service_with_connect_info::<PeerCertificate>();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(certbound::tls::serve(listener, app).into_future());
 
     println!(
         "token bound to client A: cnf.x5t#S256 = {}\n",

@@ -1,10 +1,10 @@
 //! certbound without axum: plain hyper 1 + hyper-util, over real mutual TLS, in one process.
 //!
-//! A hyper-util `auto::Builder` (HTTP/1.1 and HTTP/2) serves each connection from
-//! `TlsListener::accept()`. Per connection, a `tower::ServiceBuilder` inserts that connection's
-//! `PeerCertificate` as a request extension (tower-http `AddExtension`), then applies the
-//! certbound layer, around a `service_fn` handler that reads `certbound::VerifiedToken` from the
-//! request's extensions. Then the same three clients as `examples/demo.rs` call it with a token
+//! A hand-written accept loop over `TlsListener::accept()` serves each connection with
+//! `HttpConfig::serve_connection` — hyper-util's `auto::Builder` (HTTP/1.1 and HTTP/2) with
+//! header-read and idle timeouts — which puts that connection's `PeerCertificate` into every
+//! request's extensions. A `tower::ServiceBuilder` applies the certbound layer around a
+//! `service_fn` handler that reads `certbound::VerifiedToken` from the request's extensions. Then the same three clients as `examples/demo.rs` call it with a token
 //! bound to client A, and the table shows what each got.
 //!
 //! ```text
@@ -17,17 +17,13 @@ use std::convert::Infallible;
 use std::error::Error;
 use std::io::Write;
 
-use certbound::tls::TlsListener;
+use certbound::tls::{HttpConfig, TlsListener};
 use certbound::{CertBoundLayer, VerifiedToken};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use reqwest::header::WWW_AUTHENTICATE;
 use support::DevStory;
-use tower_http::add_extension::AddExtensionLayer;
 
 /// The labels of the three requests, in the order the table prints them.
 pub use support::PLAYERS;
@@ -63,16 +59,17 @@ async fn hello(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infa
 
 /// Accepts mutual-TLS connections and serves each with hyper-util's HTTP/1.1 + HTTP/2 builder.
 async fn serve(mut listener: TlsListener, auth: CertBoundLayer) {
-    while let Ok((stream, peer)) = listener.accept().await {
+    // Header read 10 s, idle keep-alive 60 s (`HttpConfig::hyper_builder()` gives the bare
+    // hyper-util builder with the same settings, for a loop of your own).
+    let http = HttpConfig::default();
+    while let Ok((connection, _peer)) = listener.accept().await {
         let service = tower::ServiceBuilder::new()
-            // The certificate of *this* connection (hashed once), on every request it carries.
-            .layer(AddExtensionLayer::new(peer))
             .layer(auth.clone())
             .service(tower::service_fn(hello));
+        let http = http.clone();
         tokio::spawn(async move {
-            let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-                .await;
+            // Attaches the certificate of *this* connection (hashed once) to every request.
+            let _ = http.serve_connection(connection, service).await;
         });
     }
 }

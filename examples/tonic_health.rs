@@ -2,8 +2,8 @@
 //!
 //! The service is tonic-health's `grpc.health.v1.Health` (no protoc needed). It becomes an axum
 //! router with `tonic::service::Routes::into_axum_router`, and the very same certbound layer the
-//! REST examples use goes on top of it; `TlsListener` + `axum::serve` provide the client
-//! certificate as `ConnectInfo<PeerCertificate>`. Three gRPC clients (tonic `Channel`s over a
+//! REST examples use goes on top of it; `TlsListener` + `certbound::tls::serve` provide the
+//! client certificate as a request extension (and as `ConnectInfo<PeerCertificate>`). Three gRPC clients (tonic `Channel`s over a
 //! tokio-rustls connector) then call `Health/Check` with a token bound to client A: client A gets
 //! `SERVING`; client B and a client without a certificate get the layer's HTTP 401, which tonic
 //! reports as gRPC `Unauthenticated`.
@@ -15,11 +15,11 @@
 mod support;
 
 use std::error::Error;
+use std::future::IntoFuture;
 use std::io::Write;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
-use certbound::tls::PeerCertificate;
 use certbound_dev::CertAndKey;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -58,13 +58,7 @@ pub async fn run(out: &mut dyn Write) -> Result<(), Box<dyn Error>> {
         .layer(auth);
     let listener = story.listener().await?;
     let origin = format!("https://localhost:{}", listener.local_addr().port());
-    let server = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<PeerCertificate>(),
-        )
-        .await
-    });
+    let server = tokio::spawn(certbound::tls::serve(listener, app).into_future());
 
     writeln!(
         out,

@@ -18,7 +18,9 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SignatureAlgorithm,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, PrivatePkcs8KeyDer,
+};
 
 use crate::DevError;
 
@@ -166,6 +168,84 @@ impl DevCa {
         params.use_authority_key_identifier_extension = true;
         Ok(CertAndKey::new(params.signed_by(key, &self.issuer)?, key))
     }
+}
+
+/// A certificate revocation list (CRL) signed by a [`DevCa`], from [`DevCa::revocation_list`].
+#[derive(Debug, Clone)]
+pub struct DevCrl {
+    /// The CRL, DER.
+    pub der: CertificateRevocationListDer<'static>,
+    /// The CRL, PEM (`-----BEGIN X509 CRL-----`).
+    pub pem: String,
+}
+
+impl DevCa {
+    /// A CRL signed by this CA that lists `revoked` (certificates this CA issued) as revoked,
+    /// for testing `tls_client_auth` with revocation. It has been valid since 2024 and stays
+    /// valid until 4096.
+    ///
+    /// Note: certificates for the same key pair (see [`reissue`](Self::reissue)) share a
+    /// serial number, so revoking one revokes them all.
+    pub fn revocation_list(&self, revoked: &[&CertAndKey]) -> Result<DevCrl, DevError> {
+        let revoked_certs = revoked
+            .iter()
+            .map(|cert| {
+                Ok(rcgen::RevokedCertParams {
+                    serial_number: serial_number(&cert.cert_der)?,
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, DevError>>()?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(4096, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer)?;
+        Ok(DevCrl {
+            pem: crl.pem()?,
+            der: crl.der().clone(),
+        })
+    }
+}
+
+/// The `serialNumber` of a DER certificate: the INTEGER after the optional version in its
+/// TBSCertificate (RFC 5280 §4.1).
+fn serial_number(cert_der: &[u8]) -> Result<rcgen::SerialNumber, DevError> {
+    let invalid = || DevError::Invalid("not a DER X.509 certificate".into());
+    let (certificate, _) = der_element(cert_der, 0x30).ok_or_else(invalid)?;
+    let (tbs, _) = der_element(certificate, 0x30).ok_or_else(invalid)?;
+    let after_version = der_element(tbs, 0xa0).map_or(tbs, |(_, rest)| rest);
+    let (serial, _) = der_element(after_version, 0x02).ok_or_else(invalid)?;
+    Ok(rcgen::SerialNumber::from_slice(serial))
+}
+
+/// Splits one DER element tagged `tag` off the front of `input`: (its contents, the rest).
+fn der_element(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&found, rest) = input.split_first()?;
+    if found != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = rest
+            .get(..n)?
+            .iter()
+            .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+        (len, rest.get(n..)?)
+    };
+    Some((rest.get(..len)?, rest.get(len..)?))
 }
 
 pub(crate) fn client_params(cn: &str) -> Result<CertificateParams, DevError> {

@@ -1,7 +1,8 @@
 //! rustls server configurations for the two RFC 8705 client-authentication modes.
 //!
 //! * [`ClientAuth::ca`] — `tls_client_auth` (RFC 8705 §2.1): the client's chain must verify
-//!   to the given CA bundle; a certificate from any other CA is refused in the handshake.
+//!   to the given CA bundle; a certificate from any other CA is refused in the handshake, and
+//!   so is one listed in a certificate revocation list given with [`ClientAuth::with_crls`].
 //! * [`ClientAuth::self_signed`] — `self_signed_tls_client_auth` (§2.2): any certificate is
 //!   accepted without a chain check, but the client must still sign the handshake with the
 //!   certificate's key, so it proves it holds the key.
@@ -49,7 +50,7 @@ use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 
 use crate::TlsError;
 
@@ -61,6 +62,7 @@ use crate::TlsError;
 pub struct ClientAuth {
     mode: Mode,
     mandatory: bool,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +80,7 @@ impl ClientAuth {
         Self {
             mode: Mode::Ca(roots.into()),
             mandatory: false,
+            crls: Vec::new(),
         }
     }
 
@@ -90,6 +93,7 @@ impl ClientAuth {
         Self {
             mode: Mode::SelfSigned,
             mandatory: false,
+            crls: Vec::new(),
         }
     }
 
@@ -101,6 +105,53 @@ impl ClientAuth {
     pub fn mandatory(mut self) -> Self {
         self.mandatory = true;
         self
+    }
+
+    /// CA mode: refuses, in the handshake, client certificates listed as revoked in `crls`
+    /// (certificate revocation lists, such as those from [`load_crls`](crate::load_crls); may
+    /// be called again to add more). The client gets a `certificate_revoked` alert.
+    ///
+    /// Once any CRL is given, revocation is checked for every certificate of the client's chain
+    /// below the trust anchor, and a certificate whose issuer has no CRL here is refused too
+    /// (its revocation status is unknown) — as nginx's `ssl_crl` does. With an intermediate
+    /// CA, give the root's CRL (covering the intermediate) and the intermediate's (covering
+    /// the clients). Each CRL must be signed by the CA it is for. A CRL past its `nextUpdate`
+    /// is still used: reload the server configuration to pick up a newer one.
+    ///
+    /// Self-signed mode has no issuer to revoke anything: [`server_config`] and
+    /// [`client_cert_verifier`](Self::client_cert_verifier) refuse CRLs there with
+    /// [`TlsError::CrlsWithoutCa`].
+    ///
+    /// ```
+    /// use certbound_dev::{DevCa, KeyKind};
+    /// use certbound_tls::{server_config, ClientAuth};
+    /// use rustls::RootCertStore;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = DevCa::new("client CA")?;
+    /// let server = ca.server_cert(&["localhost"])?;
+    /// let stolen = ca.client_cert("laptop-lost-on-a-train", KeyKind::EcP256)?;
+    /// let crl = ca.revocation_list(&[&stolen])?;
+    ///
+    /// let mut roots = RootCertStore::empty();
+    /// roots.add(ca.cert().cert_der.clone())?;
+    /// let auth = ClientAuth::ca(roots).with_crls([crl.der.clone()]);
+    /// let config = server_config(vec![server.cert_der.clone()], server.private_key(), auth)?;
+    /// # let _ = config;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_crls(
+        mut self,
+        crls: impl IntoIterator<Item = CertificateRevocationListDer<'static>>,
+    ) -> Self {
+        self.crls.extend(crls);
+        self
+    }
+
+    /// How many CRLs are configured.
+    pub fn crl_count(&self) -> usize {
+        self.crls.len()
     }
 
     /// Whether clients without a certificate are refused in the handshake.
@@ -121,13 +172,15 @@ impl ClientAuth {
     ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
         Ok(match &self.mode {
             Mode::Ca(roots) => {
-                let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider);
+                let builder = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider)
+                    .with_crls(self.crls.iter().cloned());
                 if self.mandatory {
                     builder.build()?
                 } else {
                     builder.allow_unauthenticated().build()?
                 }
             }
+            Mode::SelfSigned if !self.crls.is_empty() => return Err(TlsError::CrlsWithoutCa),
             Mode::SelfSigned => Arc::new(SelfSignedClientVerifier {
                 algorithms: provider.signature_verification_algorithms,
                 mandatory: self.mandatory,
@@ -143,8 +196,9 @@ impl ClientAuth {
 /// a process-wide default), rustls' safe default protocol versions (TLS 1.3 and 1.2), and offers
 /// ALPN `h2` then `http/1.1`.
 ///
-/// Fails if the key does not parse or does not match the certificate, or if the CA bundle of
-/// [`ClientAuth::ca`] is empty.
+/// Fails if the key does not parse or does not match the certificate, if the CA bundle of
+/// [`ClientAuth::ca`] is empty or one of its CRLs is not a valid CRL, or if CRLs were given in
+/// self-signed mode.
 pub fn server_config(
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,

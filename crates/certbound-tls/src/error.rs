@@ -63,6 +63,34 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    /// The file holds no certificate revocation list.
+    #[error(
+        "{} contains no certificate revocation list (expected PEM \"X509 CRL\" blocks or one \
+         DER-encoded CRL)",
+        path.display()
+    )]
+    NoCrls {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate revocation list in the file does not parse.
+    #[error("{}: CRL #{index} is not a valid certificate revocation list: {source}", path.display())]
+    InvalidCrl {
+        /// The file.
+        path: PathBuf,
+        /// Position of the CRL in the file, from 0.
+        index: usize,
+        /// What the parser said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// CRLs were given for self-signed mode, where no CA issues (or revokes) client
+    /// certificates.
+    #[error(
+        "certificate revocation lists need CA mode (ClientAuth::ca): self-signed client \
+         certificates have no issuer to revoke them"
+    )]
+    CrlsWithoutCa,
     /// The client certificate verifier could not be built (for example, the CA bundle is empty).
     #[error("cannot build the client certificate verifier: {0}")]
     ClientVerifier(#[from] rustls::server::VerifierBuilderError),

@@ -1,13 +1,25 @@
 //! A TLS listener that completes handshakes concurrently and hands out each connection with
 //! its [`PeerCertificate`].
 //!
-//! One accept task takes TCP connections and spawns one task per handshake, each bounded by
-//! [`TlsListener::handshake_timeout`]; a client that connects and then sends nothing delays
-//! nobody else. Right after a handshake the client's leaf certificate is hashed — once per
-//! connection — and the connection is queued for [`TlsListener::accept`].
+//! One accept task takes TCP connections and spawns one task per handshake. Right after a
+//! handshake the client's leaf certificate is hashed — once per connection — and the connection
+//! is queued for [`TlsListener::accept`]. Clients that connect and then say nothing, or say it
+//! slowly, delay nobody else; every limit has a safe default and a setter:
 //!
-//! With axum (feature `axum`, on by default), every request carries
-//! `ConnectInfo<PeerCertificate>`:
+//! | limit | default | setter | what happens to a client over it |
+//! |---|---|---|---|
+//! | ClientHello deadline | 3 s | [`client_hello_timeout`](TlsListener::client_hello_timeout) | closed, counted in [`ListenerStats::client_hello_timeouts`] |
+//! | whole handshake | 10 s | [`handshake_timeout`](TlsListener::handshake_timeout) | closed, counted in [`ListenerStats::handshakes_timed_out`] |
+//! | handshakes in progress from one IP address | 64 | [`max_pending_handshakes_per_ip`](TlsListener::max_pending_handshakes_per_ip) | closed at once, counted in [`ListenerStats::per_ip_limit_rejections`] |
+//! | handshakes in progress, all addresses | 1,024 | [`max_pending_handshakes`](TlsListener::max_pending_handshakes) | waits in the kernel's backlog |
+//! | open connections (handshaking or established) | 10,000 | [`max_connections`](TlsListener::max_connections) | waits in the kernel's backlog; counted in [`ListenerStats::connection_limit_waits`] |
+//!
+//! After the handshake, HTTP timeouts (header read, idle keep-alive) belong to the HTTP server:
+//! [`serve`](crate::serve) — or, in a hand-written hyper-util loop,
+//! [`HttpConfig::serve_connection`](crate::HttpConfig::serve_connection) — apply them.
+//!
+//! With axum (feature `axum`, on by default), [`serve`](crate::serve) is all there is to it; every
+//! request carries the [`PeerCertificate`] (and `ConnectInfo<PeerCertificate>`):
 //!
 //! ```no_run
 //! use axum::{extract::ConnectInfo, routing::get, Router};
@@ -32,22 +44,26 @@
 //!     }),
 //! );
 //! let listener = TlsListener::bind("0.0.0.0:8443", config).await?;
-//! axum::serve(listener, app.into_make_service_with_connect_info::<PeerCertificate>()).await?;
+//! certbound_tls::serve(listener, app).await?;
 //! # Ok(())
 //! # }
 //! ```
 //!
-//! With hyper-util directly, put the [`PeerCertificate`] into each request's extensions:
+//! `axum::serve(listener, app.into_make_service_with_connect_info::<PeerCertificate>())` works
+//! too, but without any HTTP timeout: axum cannot set them.
+//!
+//! With hyper-util directly, [`HttpConfig::serve_connection`](crate::HttpConfig::serve_connection)
+//! serves one connection with the timeouts and puts its [`PeerCertificate`] into each request's
+//! extensions:
 //!
 //! ```no_run
 //! use std::convert::Infallible;
 //!
 //! use certbound_tls::{
-//!     load_certs, load_private_key, server_config, ClientAuth, PeerCertificate, TlsListener,
+//!     load_certs, load_private_key, server_config, ClientAuth, HttpConfig, PeerCertificate,
+//!     TlsListener,
 //! };
-//! use hyper::{body::Incoming, service::service_fn, Request, Response};
-//! use hyper_util::rt::{TokioExecutor, TokioIo};
-//! use hyper_util::server::conn::auto;
+//! use hyper::{body::Incoming, Request, Response};
 //!
 //! async fn whoami(req: Request<Incoming>) -> Result<Response<String>, Infallible> {
 //!     let peer = req.extensions().get::<PeerCertificate>();
@@ -65,19 +81,15 @@
 //! #     load_private_key("server.key")?,
 //! #     ClientAuth::self_signed(),
 //! # )?;
+//! let http = HttpConfig::default(); // header read 10 s, idle 60 s
 //! let mut listener = TlsListener::bind("0.0.0.0:8443", config).await?;
 //! loop {
-//!     let (stream, peer) = listener.accept().await?;
+//!     let (connection, _peer) = listener.accept().await?;
+//!     let http = http.clone();
 //!     tokio::spawn(async move {
 //!         // The same PeerCertificate (hashed once) goes into every request on this connection.
-//!         let service = service_fn(move |mut req: Request<Incoming>| {
-//!             req.extensions_mut().insert(peer.clone());
-//!             whoami(req)
-//!         });
-//!         if let Err(err) = auto::Builder::new(TokioExecutor::new())
-//!             .serve_connection(TokioIo::new(stream), service)
-//!             .await
-//!         {
+//!         let service = tower::service_fn(whoami);
+//!         if let Err(err) = http.serve_connection(connection, service).await {
 //!             tracing::debug!("connection ended: {err}");
 //!         }
 //!     });
@@ -85,48 +97,74 @@
 //! # }
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use rustls::server::Acceptor;
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::PeerCertificate;
 
-/// How long a client may take to complete the TLS handshake, unless changed with
-/// [`TlsListener::handshake_timeout`].
+/// How long a client may take to complete the TLS handshake, from TCP accept, unless changed
+/// with [`TlsListener::handshake_timeout`].
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send its complete ClientHello, from TCP accept, unless
+/// changed with [`TlsListener::client_hello_timeout`].
+pub const DEFAULT_CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How many handshakes may be in progress at once, unless changed with
 /// [`TlsListener::max_pending_handshakes`].
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 1024;
 
-/// Completed handshakes waiting for `accept()`. Small: waiting connections also count against
-/// the pending-handshake limit, which is the real bound.
-const READY_QUEUE: usize = 64;
+/// How many handshakes one IP address may have in progress at once, unless changed with
+/// [`TlsListener::max_pending_handshakes_per_ip`].
+pub const DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP: usize = 64;
 
-type Accepted = (TlsStream<TcpStream>, PeerCertificate);
+/// How many connections — handshaking or established — may be open at once, unless changed
+/// with [`TlsListener::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// Completed handshakes waiting for `accept()`. Small: waiting connections also count against
+/// the pending-handshake limits, which are the real bound.
+const READY_QUEUE: usize = 64;
 
 /// Accepts TLS connections, running handshakes concurrently, and yields each with the
 /// client's [`PeerCertificate`].
 ///
-/// See the [module documentation](self) for use with `axum::serve` and with hyper-util.
-/// Dropping the listener stops accepting and abandons handshakes in progress.
+/// See the [module documentation](self) for its limits and for use with
+/// [`serve`](crate::serve), `axum::serve` and hyper-util. Dropping the listener stops accepting
+/// and abandons handshakes in progress; connections already handed out stay open.
 pub struct TlsListener {
     local_addr: SocketAddr,
-    acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
-    max_pending: usize,
+    config: Arc<ServerConfig>,
+    limits: Limits,
     stats: ListenerStats,
     state: State,
+}
+
+/// The listener's settings, copied into its accept task when it starts.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    handshake_timeout: Duration,
+    client_hello_timeout: Duration,
+    max_pending: usize,
+    max_pending_per_ip: usize,
+    max_connections: usize,
 }
 
 enum State {
@@ -134,7 +172,7 @@ enum State {
     /// after construction apply.
     Idle(TcpListener),
     Running {
-        ready: mpsc::Receiver<Accepted>,
+        ready: mpsc::Receiver<TlsConnection>,
         _task: AbortOnDrop,
     },
     /// Transient, while switching from `Idle` to `Running`.
@@ -153,9 +191,14 @@ impl TlsListener {
     pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
         Ok(Self {
             local_addr: listener.local_addr()?,
-            acceptor: TlsAcceptor::from(config),
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
-            max_pending: DEFAULT_MAX_PENDING_HANDSHAKES,
+            config,
+            limits: Limits {
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
+                max_pending: DEFAULT_MAX_PENDING_HANDSHAKES,
+                max_pending_per_ip: DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+            },
             stats: ListenerStats::default(),
             state: State::Idle(listener),
         })
@@ -167,7 +210,20 @@ impl TlsListener {
     ///
     /// Takes effect if set before the first [`accept`](Self::accept).
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
-        self.handshake_timeout = timeout;
+        self.limits.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets how long a client may take, from TCP accept, to send its whole ClientHello — the
+    /// first message of the handshake (default [`DEFAULT_CLIENT_HELLO_TIMEOUT`]). A client that
+    /// connects and sends nothing, or trickles its hello, is disconnected after this short
+    /// deadline and counted in [`ListenerStats::client_hello_timeouts`], instead of holding a
+    /// handshake slot for the whole [`handshake_timeout`](Self::handshake_timeout).
+    ///
+    /// The handshake timeout still bounds the whole handshake, this first part included.
+    /// Takes effect if set before the first [`accept`](Self::accept).
+    pub fn client_hello_timeout(mut self, timeout: Duration) -> Self {
+        self.limits.client_hello_timeout = timeout;
         self
     }
 
@@ -177,7 +233,34 @@ impl TlsListener {
     ///
     /// Takes effect if set before the first [`accept`](Self::accept).
     pub fn max_pending_handshakes(mut self, max: usize) -> Self {
-        self.max_pending = max.max(1);
+        self.limits.max_pending = max.max(1);
+        self
+    }
+
+    /// Sets how many handshakes one IP address may have in progress at once (default
+    /// [`DEFAULT_MAX_PENDING_HANDSHAKES_PER_IP`], at least 1), so that one address cannot take
+    /// every slot of [`max_pending_handshakes`](Self::max_pending_handshakes). A connection
+    /// from an address at its limit is closed at once, before any TLS, and counted in
+    /// [`ListenerStats::per_ip_limit_rejections`].
+    ///
+    /// An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`) counts as the IPv4 address it denotes.
+    /// Behind a load balancer or NAT, many clients share one address: raise the limit there.
+    /// Takes effect if set before the first [`accept`](Self::accept).
+    pub fn max_pending_handshakes_per_ip(mut self, max: usize) -> Self {
+        self.limits.max_pending_per_ip = max.max(1);
+        self
+    }
+
+    /// Sets how many connections may be open at once — handshaking, waiting for
+    /// [`accept`](Self::accept), or handed out and not yet dropped (default
+    /// [`DEFAULT_MAX_CONNECTIONS`], at least 1). At the limit the listener stops taking TCP
+    /// connections, which wait in the kernel's backlog until one closes; each time that
+    /// happens is counted in [`ListenerStats::connection_limit_waits`].
+    ///
+    /// Keep it below the process's open-file limit (`ulimit -n`), with room for everything
+    /// else the process opens. Takes effect if set before the first [`accept`](Self::accept).
+    pub fn max_connections(mut self, max: usize) -> Self {
+        self.limits.max_connections = max.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
@@ -198,9 +281,12 @@ impl TlsListener {
     /// returned. The only error is that the accept task has stopped (it panicked, or the Tokio
     /// runtime it ran on shut down); the listener is then unusable.
     ///
+    /// The connection counts against [`max_connections`](Self::max_connections) until it is
+    /// dropped. The [`PeerCertificate`] is also available as [`TlsConnection::peer`].
+    ///
     /// Cancel-safe: if the future is dropped before it completes, no connection is lost.
     /// The accept task starts on the first call, on the current Tokio runtime.
-    pub async fn accept(&mut self) -> io::Result<(TlsStream<TcpStream>, PeerCertificate)> {
+    pub async fn accept(&mut self) -> io::Result<(TlsConnection, PeerCertificate)> {
         if matches!(self.state, State::Idle(_)) {
             self.start();
         }
@@ -208,6 +294,10 @@ impl TlsListener {
             State::Running { ready, .. } => ready
                 .recv()
                 .await
+                .map(|connection| {
+                    let peer = connection.peer.clone();
+                    (connection, peer)
+                })
                 .ok_or_else(|| io::Error::other("the TLS listener's accept task has stopped")),
             State::Idle(_) | State::Starting => Err(io::Error::other(
                 "the TLS listener's accept task did not start",
@@ -220,18 +310,16 @@ impl TlsListener {
             return;
         };
         let (tx, ready) = mpsc::channel(READY_QUEUE);
-        let task = tokio::spawn(accept_loop(AcceptLoop {
-            tcp,
-            acceptor: self.acceptor.clone(),
-            handshake_timeout: self.handshake_timeout,
-            max_pending: self.max_pending,
+        let shared = Arc::new(Shared {
+            config: self.config.clone(),
+            limits: self.limits,
             stats: self.stats.clone(),
-            ready: tx,
-        }));
+            pending_by_ip: Arc::new(PendingByIp::new(self.limits.max_pending_per_ip)),
+        });
+        let task = tokio::spawn(accept_loop(tcp, shared, tx));
         tracing::debug!(
             local_addr = %self.local_addr,
-            handshake_timeout = ?self.handshake_timeout,
-            max_pending = self.max_pending,
+            limits = ?self.limits,
             "TLS listener accepting"
         );
         self.state = State::Running {
@@ -245,8 +333,14 @@ impl fmt::Debug for TlsListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TlsListener")
             .field("local_addr", &self.local_addr)
-            .field("handshake_timeout", &self.handshake_timeout)
-            .field("max_pending_handshakes", &self.max_pending)
+            .field("handshake_timeout", &self.limits.handshake_timeout)
+            .field("client_hello_timeout", &self.limits.client_hello_timeout)
+            .field("max_pending_handshakes", &self.limits.max_pending)
+            .field(
+                "max_pending_handshakes_per_ip",
+                &self.limits.max_pending_per_ip,
+            )
+            .field("max_connections", &self.limits.max_connections)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -262,20 +356,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
-struct AcceptLoop {
-    tcp: TcpListener,
-    acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
-    max_pending: usize,
+/// What the accept task and its handshake tasks share.
+struct Shared {
+    config: Arc<ServerConfig>,
+    limits: Limits,
     stats: ListenerStats,
-    ready: mpsc::Sender<Accepted>,
+    pending_by_ip: Arc<PendingByIp>,
 }
 
-async fn accept_loop(cx: AcceptLoop) {
+async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, ready: mpsc::Sender<TlsConnection>) {
+    let slots = Arc::new(Semaphore::new(shared.limits.max_connections));
     let mut handshakes = JoinSet::new();
+    // Whether the last attempt found no free slot (so each wait is counted once, however
+    // often the select below is re-entered).
+    let mut at_limit = false;
     loop {
         tokio::select! {
-            () = cx.ready.closed() => break,
+            () = ready.closed() => break,
             Some(joined) = handshakes.join_next(), if !handshakes.is_empty() => {
                 if let Err(err) = joined {
                     if err.is_panic() {
@@ -283,46 +380,224 @@ async fn accept_loop(cx: AcceptLoop) {
                     }
                 }
             }
-            accepted = cx.tcp.accept(), if handshakes.len() < cx.max_pending => match accepted {
-                Ok((stream, remote_addr)) => {
-                    cx.stats.0.tcp_accepted.fetch_add(1, Ordering::Relaxed);
-                    handshakes.spawn(handshake(
-                        cx.acceptor.clone(),
-                        stream,
-                        remote_addr,
-                        cx.handshake_timeout,
-                        cx.stats.clone(),
-                        cx.ready.clone(),
-                    ));
+            // A connection slot first, then the TCP connection: at the connection limit, new
+            // clients wait in the backlog. Both steps are cancel-safe.
+            accepted = next_connection(&tcp, &slots, &shared.stats, &mut at_limit),
+                if handshakes.len() < shared.limits.max_pending =>
+            {
+                let Some((slot, accepted)) = accepted else { break };
+                match accepted {
+                    Ok((stream, remote_addr)) => {
+                        shared.stats.0.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+                        match PendingByIp::take(&shared.pending_by_ip, remote_addr.ip()) {
+                            Some(ip_slot) => {
+                                handshakes.spawn(handshake(
+                                    shared.clone(),
+                                    stream,
+                                    remote_addr,
+                                    slot,
+                                    ip_slot,
+                                    ready.clone(),
+                                ));
+                            }
+                            None => {
+                                // Closed at once (the stream and the slot drop here), before
+                                // any TLS work.
+                                shared.stats.0.per_ip_limit_rejections.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(
+                                    %remote_addr,
+                                    limit = shared.limits.max_pending_per_ip,
+                                    "too many handshakes in progress from this address; closed"
+                                );
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        drop(slot);
+                        handle_accept_error(err).await;
+                    }
                 }
-                Err(err) => handle_accept_error(err).await,
             },
         }
     }
     tracing::debug!("TLS listener dropped; accept task stopping");
 }
 
+/// Takes a connection slot (waiting at the limit), then a TCP connection. `None` only if the
+/// semaphore was closed, which never happens.
+async fn next_connection(
+    tcp: &TcpListener,
+    slots: &Arc<Semaphore>,
+    stats: &ListenerStats,
+    at_limit: &mut bool,
+) -> Option<(ConnectionSlot, io::Result<(TcpStream, SocketAddr)>)> {
+    let permit = match slots.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            if !*at_limit {
+                *at_limit = true;
+                stats
+                    .0
+                    .connection_limit_waits
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("connection limit reached; new connections wait in the backlog");
+            }
+            slots.clone().acquire_owned().await.ok()?
+        }
+    };
+    *at_limit = false;
+    let slot = ConnectionSlot::new(permit, stats.clone());
+    let accepted = tcp.accept().await;
+    Some((slot, accepted))
+}
+
+/// One of the `max_connections` slots, held from TCP accept until the connection is dropped.
+struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    stats: ListenerStats,
+}
+
+impl ConnectionSlot {
+    fn new(permit: OwnedSemaphorePermit, stats: ListenerStats) -> Self {
+        stats.0.open_connections.fetch_add(1, Ordering::Relaxed);
+        Self {
+            _permit: permit,
+            stats,
+        }
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.stats
+            .0
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Handshakes in progress per (canonical) IP address, with the per-address limit.
+struct PendingByIp {
+    max: usize,
+    /// Entries at zero are removed, so the table only holds addresses with handshakes.
+    table: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PendingByIp {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes a slot for `ip` (an IPv4-mapped IPv6 address counts as the IPv4 address), or
+    /// `None` when that address is at the limit.
+    fn take(this: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let ip = ip.to_canonical();
+        let mut table = this.lock();
+        let count = table.entry(ip).or_insert(0);
+        if *count >= this.max {
+            return None;
+        }
+        *count = count.saturating_add(1);
+        Some(IpSlot {
+            pending: this.clone(),
+            ip,
+        })
+    }
+}
+
+/// One handshake in progress from one address; released on drop, however the handshake ends.
+struct IpSlot {
+    pending: Arc<PendingByIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut table = self.pending.lock();
+        if let Some(count) = table.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                table.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Why a handshake did not complete.
+enum Failure {
+    NoClientHello,
+    TimedOut,
+    Failed(io::Error),
+}
+
 async fn handshake(
-    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
     stream: TcpStream,
     remote_addr: SocketAddr,
-    timeout: Duration,
-    stats: ListenerStats,
-    ready: mpsc::Sender<Accepted>,
+    slot: ConnectionSlot,
+    ip_slot: IpSlot,
+    ready: mpsc::Sender<TlsConnection>,
 ) {
     if let Err(err) = stream.set_nodelay(true) {
         tracing::trace!(%remote_addr, "cannot set TCP_NODELAY: {err}");
     }
-    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(err)) => {
-            stats.0.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%remote_addr, "TLS handshake failed: {err}");
+    let limits = shared.limits;
+    let accepted_at = Instant::now();
+    // One deadline for the whole handshake, and an earlier one for its first message.
+    let handshake_deadline = deadline(accepted_at, limits.handshake_timeout);
+    let hello_deadline = deadline(accepted_at, limits.client_hello_timeout).min(handshake_deadline);
+    let result = async {
+        let hello = LazyConfigAcceptor::new(Acceptor::default(), stream);
+        let start = match tokio::time::timeout_at(hello_deadline, hello).await {
+            Ok(Ok(start)) => start,
+            Ok(Err(err)) => return Err(Failure::Failed(err)),
+            Err(_elapsed) if hello_deadline < handshake_deadline => {
+                return Err(Failure::NoClientHello)
+            }
+            Err(_elapsed) => return Err(Failure::TimedOut),
+        };
+        let rest = start.into_stream(shared.config.clone());
+        match tokio::time::timeout_at(handshake_deadline, rest).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(err)) => Err(Failure::Failed(err)),
+            Err(_elapsed) => Err(Failure::TimedOut),
+        }
+    }
+    .await;
+    let stats = &shared.stats;
+    let stream = match result {
+        Ok(stream) => stream,
+        Err(Failure::NoClientHello) => {
+            stats
+                .0
+                .client_hello_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                %remote_addr,
+                timeout = ?limits.client_hello_timeout,
+                "no TLS ClientHello in time; closed"
+            );
             return;
         }
-        Err(_elapsed) => {
+        Err(Failure::TimedOut) => {
             stats.0.handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(%remote_addr, ?timeout, "TLS handshake timed out");
+            tracing::debug!(
+                %remote_addr,
+                timeout = ?limits.handshake_timeout,
+                "TLS handshake timed out"
+            );
+            return;
+        }
+        Err(Failure::Failed(err)) => {
+            stats.0.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%remote_addr, "TLS handshake failed: {err}");
             return;
         }
     };
@@ -342,9 +617,27 @@ async fn handshake(
             tracing::debug!(%remote_addr, "TLS handshake completed without a client certificate");
         }
     }
-    if ready.send((stream, peer)).await.is_err() {
+    let connection = TlsConnection {
+        stream,
+        peer,
+        stats: stats.clone(),
+        _slot: slot,
+    };
+    // No longer a handshake in progress for this address once queued… or dropped.
+    let sent = ready.send(connection).await;
+    drop(ip_slot);
+    if sent.is_err() {
         tracing::debug!(%remote_addr, "TLS listener dropped; closing a completed connection");
     }
+}
+
+/// `start + timeout`, or about a year from `start` for a timeout too large to add (such as
+/// `Duration::MAX`).
+pub(crate) fn deadline(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(start)
 }
 
 /// Like axum's and hyper's: per-connection errors are ignored; others (such as `EMFILE`, too
@@ -362,7 +655,98 @@ async fn handle_accept_error(err: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Counters of a [`TlsListener`], read live; obtained from [`TlsListener::stats`].
+/// A TLS connection from [`TlsListener::accept`]: the stream, the client's
+/// [`PeerCertificate`], and the connection's slot under
+/// [`TlsListener::max_connections`], released when this is dropped.
+///
+/// Reads and writes go to the TLS stream; [`get_ref`](Self::get_ref) gives the TCP socket and
+/// the rustls connection, as [`TlsStream::get_ref`] does.
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    peer: PeerCertificate,
+    stats: ListenerStats,
+    _slot: ConnectionSlot,
+}
+
+impl TlsConnection {
+    /// The client's certificate and address on this connection (hashed once, at the handshake).
+    pub fn peer(&self) -> &PeerCertificate {
+        &self.peer
+    }
+
+    /// The TCP socket and the rustls connection (for the negotiated ALPN protocol, TLS
+    /// version, and so on).
+    pub fn get_ref(&self) -> (&TcpStream, &rustls::ServerConnection) {
+        self.stream.get_ref()
+    }
+
+    /// The TCP socket and the rustls connection, mutably.
+    pub fn get_mut(&mut self) -> (&mut TcpStream, &mut rustls::ServerConnection) {
+        self.stream.get_mut()
+    }
+
+    /// The TLS stream underneath.
+    pub fn tls_stream(&self) -> &TlsStream<TcpStream> {
+        &self.stream
+    }
+
+    /// The counters of the listener this connection came from (the HTTP server counts its
+    /// timeouts there).
+    pub(crate) fn stats(&self) -> &ListenerStats {
+        &self.stats
+    }
+}
+
+impl fmt::Debug for TlsConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConnection")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Counters of a [`TlsListener`] — and of the HTTP server serving its connections — read live;
+/// obtained from [`TlsListener::stats`].
 ///
 /// Cloning gives another view of the same counters.
 #[derive(Clone, Default)]
@@ -374,11 +758,18 @@ struct Counters {
     handshakes_completed: AtomicU64,
     handshakes_failed: AtomicU64,
     handshakes_timed_out: AtomicU64,
+    client_hello_timeouts: AtomicU64,
+    per_ip_limit_rejections: AtomicU64,
+    connection_limit_waits: AtomicU64,
+    open_connections: AtomicU64,
     client_certificates: AtomicU64,
+    header_read_timeouts: AtomicU64,
+    idle_timeouts: AtomicU64,
 }
 
 impl ListenerStats {
-    /// TCP connections accepted.
+    /// TCP connections accepted (including those then closed at once by the per-address
+    /// limit).
     pub fn tcp_accepted(&self) -> u64 {
         self.0.tcp_accepted.load(Ordering::Relaxed)
     }
@@ -388,8 +779,8 @@ impl ListenerStats {
         self.0.handshakes_completed.load(Ordering::Relaxed)
     }
 
-    /// TLS handshakes that failed: a refused client certificate, a protocol error, a client
-    /// that hung up.
+    /// TLS handshakes that failed: a refused (unknown, revoked, expired) client certificate, a
+    /// protocol error, a client that hung up.
     pub fn handshakes_failed(&self) -> u64 {
         self.0.handshakes_failed.load(Ordering::Relaxed)
     }
@@ -399,10 +790,57 @@ impl ListenerStats {
         self.0.handshakes_timed_out.load(Ordering::Relaxed)
     }
 
+    /// Connections closed because no complete ClientHello arrived within
+    /// [`TlsListener::client_hello_timeout`].
+    pub fn client_hello_timeouts(&self) -> u64 {
+        self.0.client_hello_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at once because their IP address already had
+    /// [`TlsListener::max_pending_handshakes_per_ip`] handshakes in progress.
+    pub fn per_ip_limit_rejections(&self) -> u64 {
+        self.0.per_ip_limit_rejections.load(Ordering::Relaxed)
+    }
+
+    /// How many times the listener found [`TlsListener::max_connections`] connections open and
+    /// stopped taking new ones until one closed.
+    pub fn connection_limit_waits(&self) -> u64 {
+        self.0.connection_limit_waits.load(Ordering::Relaxed)
+    }
+
+    /// Connections open now: handshaking, waiting for `accept()`, or handed out and not yet
+    /// dropped.
+    pub fn open_connections(&self) -> u64 {
+        self.0.open_connections.load(Ordering::Relaxed)
+    }
+
     /// Client certificates taken from completed handshakes and hashed — one per connection
     /// whose client presented a certificate, however many requests it carries.
     pub fn client_certificates(&self) -> u64 {
         self.0.client_certificates.load(Ordering::Relaxed)
+    }
+
+    /// Connections the HTTP server ([`serve`](crate::serve),
+    /// [`HttpConfig::serve_connection`](crate::HttpConfig::serve_connection)) closed because a
+    /// request head did not arrive in time (see
+    /// [`HttpConfig::header_read_timeout`](crate::HttpConfig::header_read_timeout)).
+    pub fn header_read_timeouts(&self) -> u64 {
+        self.0.header_read_timeouts.load(Ordering::Relaxed)
+    }
+
+    /// Connections the HTTP server closed after
+    /// [`HttpConfig::idle_timeout`](crate::HttpConfig::idle_timeout) without a request in
+    /// flight.
+    pub fn idle_timeouts(&self) -> u64 {
+        self.0.idle_timeouts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_header_read_timeout(&self) {
+        self.0.header_read_timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_idle_timeout(&self) {
+        self.0.idle_timeouts.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -413,8 +851,45 @@ impl fmt::Debug for ListenerStats {
             .field("handshakes_completed", &self.handshakes_completed())
             .field("handshakes_failed", &self.handshakes_failed())
             .field("handshakes_timed_out", &self.handshakes_timed_out())
+            .field("client_hello_timeouts", &self.client_hello_timeouts())
+            .field("per_ip_limit_rejections", &self.per_ip_limit_rejections())
+            .field("connection_limit_waits", &self.connection_limit_waits())
+            .field("open_connections", &self.open_connections())
             .field("client_certificates", &self.client_certificates())
+            .field("header_read_timeouts", &self.header_read_timeouts())
+            .field("idle_timeouts", &self.idle_timeouts())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn per_address_slots_count_ipv4_mapped_ipv6_as_ipv4() {
+        let pending = Arc::new(PendingByIp::new(2));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        let other: IpAddr = "2001:db8::7".parse().unwrap();
+
+        let first = PendingByIp::take(&pending, v4);
+        let second = PendingByIp::take(&pending, mapped);
+        assert!(first.is_some() && second.is_some());
+        // The same address, however written, is now at its limit; another one is not.
+        assert!(PendingByIp::take(&pending, v4).is_none());
+        assert!(PendingByIp::take(&pending, mapped).is_none());
+        let third = PendingByIp::take(&pending, other);
+        assert!(third.is_some());
+        assert_eq!(pending.lock().len(), 2);
+
+        // Slots come back on drop, and empty entries leave the table.
+        drop(first);
+        assert!(PendingByIp::take(&pending, mapped).is_some()); // taken and dropped at once
+        drop((second, third));
+        assert!(pending.lock().is_empty());
     }
 }
 
@@ -424,8 +899,10 @@ mod axum_impl {
     use axum::extract::connect_info::Connected;
     use axum::serve::{IncomingStream, Listener};
 
+    /// For `axum::serve(listener, app.into_make_service_with_connect_info::<PeerCertificate>())`.
+    /// Prefer [`serve`](crate::serve): it also sets HTTP timeouts, which `axum::serve` cannot.
     impl Listener for TlsListener {
-        type Io = TlsStream<TcpStream>;
+        type Io = TlsConnection;
         type Addr = PeerCertificate;
 
         async fn accept(&mut self) -> (Self::Io, Self::Addr) {

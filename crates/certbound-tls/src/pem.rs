@@ -1,16 +1,19 @@
 //! Loading certificates, keys and CA bundles from PEM files.
 //!
-//! These back the `--tls-cert`, `--tls-key` and `--client-ca` flags of a server; every error
-//! names the file it is about.
+//! These back the `--tls-cert`, `--tls-key`, `--client-ca` and `--client-crl` flags of a server;
+//! every error names the file it is about.
 //!
 //! ```no_run
-//! use certbound_tls::{load_ca_roots, load_certs, load_private_key, server_config, ClientAuth};
+//! use certbound_tls::{
+//!     load_ca_roots, load_certs, load_crls, load_private_key, server_config, ClientAuth,
+//! };
 //!
 //! # fn main() -> Result<(), certbound_tls::TlsError> {
 //! let chain = load_certs("server.pem")?;
 //! let key = load_private_key("server.key")?;
 //! let roots = load_ca_roots("client-ca.pem")?;
-//! let config = server_config(chain, key, ClientAuth::ca(roots))?;
+//! let crls = load_crls("client-ca.crl")?; // optional: revoked client certificates
+//! let config = server_config(chain, key, ClientAuth::ca(roots).with_crls(crls))?;
 //! # let _ = config;
 //! # Ok(())
 //! # }
@@ -20,7 +23,7 @@ use std::path::Path;
 
 use rustls::RootCertStore;
 use rustls_pki_types::pem::{self, PemObject};
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 
 use crate::TlsError;
 
@@ -96,6 +99,46 @@ pub fn load_ca_roots(path: impl AsRef<Path>) -> Result<RootCertStore, TlsError> 
     Ok(roots)
 }
 
+/// Reads certificate revocation lists for
+/// [`ClientAuth::with_crls`](crate::ClientAuth::with_crls): every `X509 CRL` block of a PEM
+/// file, or a file that is one DER-encoded CRL (as CAs often publish them).
+///
+/// Each CRL is parsed here, so a corrupt one is reported with its file and position rather
+/// than when the server configuration is built. Its signature is checked later, in the
+/// handshake, against the CA that issued it.
+///
+/// Fails if the file cannot be read, is not valid PEM, holds no CRL (for example, a file of
+/// certificates), or holds one that does not parse.
+pub fn load_crls(
+    path: impl AsRef<Path>,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let path = path.as_ref();
+    let bytes = read(path)?;
+    let mut crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Pem {
+            path: path.to_owned(),
+            source,
+        })?;
+    if crls.is_empty() {
+        // Not PEM: DER, if it starts like a DER SEQUENCE (the parse below decides).
+        if bytes.first() != Some(&0x30) {
+            return Err(TlsError::NoCrls {
+                path: path.to_owned(),
+            });
+        }
+        crls.push(CertificateRevocationListDer::from(bytes));
+    }
+    for (index, crl) in crls.iter().enumerate() {
+        webpki::OwnedCertRevocationList::from_der(crl).map_err(|err| TlsError::InvalidCrl {
+            path: path.to_owned(),
+            index,
+            source: Box::new(err),
+        })?;
+    }
+    Ok(crls)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -145,6 +188,59 @@ mod tests {
         // A combined file: the key is found after the certificate.
         let combined = TempFile::new("combined.pem", &server.identity_pem());
         assert!(load_private_key(&combined.0).is_ok());
+    }
+
+    #[test]
+    fn loads_crls_from_pem_and_der() {
+        let ca = certbound_dev::DevCa::new("crl test CA").unwrap();
+        let revoked = ca
+            .client_cert("revoked", certbound_dev::KeyKind::EcP256)
+            .unwrap();
+        let crl = ca.revocation_list(&[&revoked]).unwrap();
+        let other = ca.revocation_list(&[]).unwrap();
+
+        let pem = TempFile::new("crls.pem", &format!("{}{}", crl.pem, other.pem));
+        assert_eq!(
+            load_crls(&pem.0).unwrap(),
+            vec![crl.der.clone(), other.der.clone()]
+        );
+        let der = TempFile(
+            std::env::temp_dir().join(format!("certbound-tls-{}-crl.der", std::process::id())),
+        );
+        std::fs::write(&der.0, crl.der.as_ref()).unwrap();
+        assert_eq!(load_crls(&der.0).unwrap(), vec![crl.der.clone()]);
+    }
+
+    #[test]
+    fn bad_crl_files_are_refused_with_their_name() {
+        // A certificate is not a CRL.
+        let ca = certbound_dev::DevCa::new("crl test CA").unwrap();
+        let certs = TempFile::new("not-a-crl.pem", &ca.cert().cert_pem);
+        let err = load_crls(&certs.0).unwrap_err();
+        assert!(matches!(err, TlsError::NoCrls { .. }), "{err:?}");
+        assert!(err.to_string().contains("not-a-crl.pem"), "{err}");
+
+        let text = TempFile::new("text.crl", "revoked: everyone\n");
+        let err = load_crls(&text.0).unwrap_err();
+        assert!(matches!(err, TlsError::NoCrls { .. }), "{err:?}");
+
+        // Well-formed PEM around garbage; and DER-looking garbage.
+        let garbage = TempFile::new(
+            "garbage.crl.pem",
+            "-----BEGIN X509 CRL-----\nMAMCAQE=\n-----END X509 CRL-----\n",
+        );
+        let err = load_crls(&garbage.0).unwrap_err();
+        assert!(
+            matches!(err, TlsError::InvalidCrl { index: 0, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("garbage.crl.pem"), "{err}");
+        let der = TempFile::new("garbage.crl", "0\u{3}\u{2}\u{1}\u{1}");
+        let err = load_crls(&der.0).unwrap_err();
+        assert!(matches!(err, TlsError::InvalidCrl { .. }), "{err:?}");
+
+        let err = load_crls("/nonexistent/clients.crl").unwrap_err();
+        assert!(matches!(err, TlsError::Read { .. }), "{err:?}");
     }
 
     #[test]

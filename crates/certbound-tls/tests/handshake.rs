@@ -22,7 +22,7 @@ const ALL_KINDS: [KeyKind; 4] = [
     KeyKind::Ed25519,
 ];
 
-type ServerStream = certbound_tls::TlsStream<TcpStream>;
+type ServerStream = certbound_tls::TlsConnection;
 type ClientStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// One handshake: the server's side from `accept()`, the client's from `connect()`.

@@ -10,20 +10,8 @@ use std::time::Duration;
 use certbound_core::Thumbprint;
 use certbound_dev::KeyKind;
 use certbound_tls::ClientAuth;
-use common::{connect, guard, wait_for, Pki};
-use tokio::io::AsyncReadExt;
+use common::{closed_by_server, connect, guard, wait_for, Pki};
 use tokio::net::TcpStream;
-
-/// Reads from a raw TCP connection until the server closes it (EOF or reset).
-async fn closed_by_server(mut tcp: TcpStream) {
-    let mut buf = [0u8; 64];
-    loop {
-        match tcp.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_stalled_client_does_not_block_others() {

@@ -13,7 +13,7 @@
 //! ```no_run
 //! use axum::{routing::get, Json, Router};
 //! use certbound::{CertBound, VerifiedToken};
-//! use certbound::tls::{server_config, load_certs, load_private_key, ClientAuth, PeerCertificate, TlsListener};
+//! use certbound::tls::{server_config, load_certs, load_private_key, ClientAuth, TlsListener};
 //!
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,7 +26,7 @@
 //!
 //!     let tls = server_config(load_certs("server.pem")?, load_private_key("server.key")?, ClientAuth::self_signed())?;
 //!     let listener = TlsListener::bind("0.0.0.0:8443", tls).await?;
-//!     axum::serve(listener, app.into_make_service_with_connect_info::<PeerCertificate>()).await?;
+//!     certbound::tls::serve(listener, app).await?; // the client certificate on every request
 //!     Ok(())
 //! }
 //!
@@ -69,5 +69,6 @@ pub use wiring::WiringError;
 pub use certbound_core as core;
 /// Key sources: static and remote JWKS.
 pub use certbound_jwks as jwks;
-/// Mutual-TLS server configurations and the listener that attaches [`tls::PeerCertificate`].
+/// Mutual-TLS server configurations, the listener that attaches [`tls::PeerCertificate`], and
+/// [`tls::serve`] with HTTP timeouts.
 pub use certbound_tls as tls;

@@ -231,3 +231,40 @@ pub fn describe(peer: &certbound_tls::PeerCertificate) -> String {
         .map_or_else(|| "none".to_owned(), ToString::to_string);
     format!("{} {thumbprint}", peer.remote_addr())
 }
+
+/// An app that answers `GET /whoami` with [`describe`] of the `ConnectInfo<PeerCertificate>`
+/// and `GET /extension` with [`describe`] of the plain `PeerCertificate` extension.
+pub fn whoami_app() -> axum::Router {
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use axum::Extension;
+    use certbound_tls::PeerCertificate;
+    axum::Router::new()
+        .route(
+            "/whoami",
+            get(|ConnectInfo(peer): ConnectInfo<PeerCertificate>| async move { describe(&peer) }),
+        )
+        .route(
+            "/extension",
+            get(|Extension(peer): Extension<PeerCertificate>| async move { describe(&peer) }),
+        )
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (such as 127.0.0.2), so tests
+/// can play several client addresses.
+pub async fn tcp_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Reads from a raw TCP connection until the server closes it (EOF or reset).
+pub async fn closed_by_server(mut tcp: TcpStream) {
+    let mut buf = [0u8; 64];
+    loop {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}

@@ -121,6 +121,10 @@ async fn claims_and_header_failures() {
                 "cnf",
                 json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
             ),
+            Rejection::DpopBoundTokenAsBearer,
+        ),
+        (
+            with("cnf", json!({"jwk": {"kty": "EC"}})),
             Rejection::UnsupportedBinding,
         ),
     ];

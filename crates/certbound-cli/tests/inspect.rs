@@ -282,10 +282,7 @@ fn same_reason_code_as_the_layer() {
         (
             "unsupported_binding",
             s.key
-                .sign(&with(
-                    "cnf",
-                    json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
-                ))
+                .sign(&with("cnf", json!({"jwk": {"kty": "EC"}})))
                 .unwrap(),
             &s.a_pem,
         ),

@@ -73,6 +73,14 @@ impl<'a> ProofRequest<'a> {
     pub fn new(method: &'a str, uri: &'a str) -> Self {
         Self { method, uri }
     }
+    /// The method.
+    pub fn method(&self) -> &'a str {
+        self.method
+    }
+    /// The URI.
+    pub fn uri(&self) -> &'a str {
+        self.uri
+    }
 }
 
 /// A proof whose signature and claims held.
@@ -617,4 +625,93 @@ impl ReplayCheck {
             None => Err(Rejection::ReplayStoreUnavailable { retry_after_secs }),
         }
     }
+}
+
+/// The absolute URI a request was sent to, as its client saw it — what a DPoP proof's `htu`
+/// names (query and fragment are ignored when comparing).
+///
+/// - With `public_url` (the origin, and any path prefix, clients use — e.g.
+///   `https://api.example/v1` when a proxy strips `/v1`): `public_url` + the request path.
+/// - Else, when the peer is a trusted proxy (`trusted`): the client-facing scheme and host from
+///   RFC 7239 `Forwarded` (`proto=`, `host=` of the first element) or `X-Forwarded-Proto`,
+///   `X-Forwarded-Host` and `X-Forwarded-Prefix` (first values) — never from anyone else.
+/// - Else: `https` on TLS (`tls`), `http` otherwise, and the request's authority (`Host`).
+///
+/// `None` when no usable host is known.
+///
+/// ```
+/// use certbound_core::dpop::request_uri;
+/// use http::{HeaderMap, Uri};
+///
+/// let uri: Uri = "/accounts?page=2".parse().unwrap();
+/// let mut headers = HeaderMap::new();
+/// headers.insert("host", "api.example".parse().unwrap());
+/// headers.insert("x-forwarded-host", "evil.example".parse().unwrap());
+/// // From an untrusted peer, X-Forwarded-Host changes nothing.
+/// assert_eq!(request_uri(None, false, true, &uri, &headers).as_deref(), Some("https://api.example/accounts"));
+/// // From a trusted proxy it is the client-facing host.
+/// assert_eq!(request_uri(None, true, true, &uri, &headers).as_deref(), Some("https://evil.example/accounts"));
+/// // A fixed public URL wins over everything.
+/// assert_eq!(
+///     request_uri(Some("https://api.example/v1"), true, false, &uri, &headers).as_deref(),
+///     Some("https://api.example/v1/accounts")
+/// );
+/// ```
+pub fn request_uri(
+    public_url: Option<&str>,
+    trusted: bool,
+    tls: bool,
+    uri: &http::Uri,
+    headers: &http::HeaderMap,
+) -> Option<String> {
+    let path = uri.path();
+    if let Some(base) = public_url {
+        return Some(format!("{}{path}", base.trim_end_matches('/')));
+    }
+    let first = |name: &str| -> Option<&str> {
+        let value = headers.get(name)?.to_str().ok()?;
+        let first = value.split(',').next()?.trim();
+        (!first.is_empty()).then_some(first)
+    };
+    let mut scheme = if tls { "https" } else { "http" }.to_owned();
+    let mut host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| first("host").map(str::to_owned));
+    let mut prefix = String::new();
+    if trusted {
+        let forwarded = headers
+            .get(http::header::FORWARDED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next());
+        let (mut f_proto, mut f_host) = (None, None);
+        for pair in forwarded.into_iter().flat_map(|element| element.split(';')) {
+            if let Some((name, value)) = pair.trim().split_once('=') {
+                let value = value.trim().trim_matches('"');
+                if name.eq_ignore_ascii_case("proto") {
+                    f_proto = Some(value);
+                } else if name.eq_ignore_ascii_case("host") {
+                    f_host = Some(value);
+                }
+            }
+        }
+        if let Some(proto) = f_proto.or_else(|| first("x-forwarded-proto")) {
+            scheme = proto.to_ascii_lowercase();
+        }
+        if let Some(h) = f_host.or_else(|| first("x-forwarded-host")) {
+            host = Some(h.to_owned());
+        }
+        if let Some(p) = first("x-forwarded-prefix").filter(|p| p.starts_with('/')) {
+            prefix = p.trim_end_matches('/').to_owned();
+        }
+    }
+    let host = host.filter(|h| {
+        !h.is_empty()
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+    })?;
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    Some(format!("{scheme}://{host}{prefix}{path}"))
 }

@@ -67,7 +67,9 @@ pub use keys::{
 pub use policy::{TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
 pub use rejection::{ErrorClass, Rejection};
 pub use thumbprint::{Thumbprint, ThumbprintError};
-pub use verifier::{Accepted, Credentials, NeedKey, NoIssuer, Step, Verified, Verifier};
+pub use verifier::{
+    Accepted, Credentials, NeedKey, NoIssuer, OwnedCredentials, Step, Verified, Verifier,
+};
 
 /// Re-export of the JWT algorithm type used throughout the API.
 pub use jsonwebtoken::Algorithm;

@@ -229,9 +229,59 @@ impl Rejection {
     /// The challenge with extra auth-params appended, e.g. `scope` for `insufficient_scope`
     /// (RFC 6750 §3) or `resource_metadata` (RFC 9728 §5.1). Values are quoted and escaped.
     pub fn challenge_with(&self, realm: &str, params: &[(&str, &str)]) -> String {
+        self.scheme_challenge("Bearer", realm, None, params)
+    }
+
+    /// Every `WWW-Authenticate` challenge for this rejection (none for 503), when the service
+    /// also accepts DPoP with the proof algorithms `dpop_algs` (space-separated; `None` when it
+    /// does not) and the request used `scheme` (`None`: no credentials at all).
+    ///
+    /// - no credentials: a `Bearer` challenge, and a `DPoP` one with `algs` (RFC 9449 §7.1);
+    /// - a DPoP proof failure (`invalid_dpop_proof`, `use_dpop_nonce`): a `DPoP` challenge;
+    /// - anything else: a challenge in the scheme the request used.
+    ///
+    /// ```
+    /// use certbound_core::{Rejection, Scheme};
+    /// let both = Rejection::MissingToken.challenges(None, "api", Some("ES256 EdDSA"), &[]);
+    /// assert_eq!(both, [r#"Bearer realm="api""#, r#"DPoP realm="api", algs="ES256 EdDSA""#]);
+    /// let proof = Rejection::DpopUriMismatch.challenges(Some(Scheme::Dpop), "api", Some("ES256"), &[]);
+    /// assert!(proof[0].starts_with(r#"DPoP realm="api", algs="ES256", error="invalid_dpop_proof""#));
+    /// ```
+    pub fn challenges(
+        &self,
+        scheme: Option<crate::Scheme>,
+        realm: &str,
+        dpop_algs: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> Vec<String> {
+        use crate::Scheme;
+        let dpop = |r: &Rejection| r.scheme_challenge("DPoP", realm, dpop_algs, params);
+        match (self.class(), scheme, dpop_algs) {
+            (ErrorClass::Unavailable, _, _) => Vec::new(),
+            (ErrorClass::NoToken, _, Some(_)) => {
+                vec![self.challenge_with(realm, params), dpop(self)]
+            }
+            (ErrorClass::InvalidDpopProof | ErrorClass::UseDpopNonce, _, _)
+            | (_, Some(Scheme::Dpop), _) => vec![dpop(self)],
+            _ => vec![self.challenge_with(realm, params)],
+        }
+    }
+
+    fn scheme_challenge(
+        &self,
+        scheme: &str,
+        realm: &str,
+        algs: Option<&str>,
+        params: &[(&str, &str)],
+    ) -> String {
         let mut out = String::with_capacity(128);
-        out.push_str("Bearer realm=");
+        out.push_str(scheme);
+        out.push_str(" realm=");
         push_quoted(&mut out, realm);
+        if let (Some(algs), "DPoP") = (algs, scheme) {
+            out.push_str(", algs=");
+            push_quoted(&mut out, algs);
+        }
         if let Some(error) = self.class().error_code() {
             out.push_str(", error=\"");
             out.push_str(error);

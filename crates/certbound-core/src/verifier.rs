@@ -156,6 +156,52 @@ impl<'r> Credentials<'r> {
     }
 }
 
+/// [`Credentials`] that own their strings, for a decision that continues after I/O.
+#[derive(Debug, Clone)]
+pub struct OwnedCredentials {
+    scheme: Scheme,
+    token: String,
+    proof: Option<Result<String, ()>>,
+    target: Option<(String, String)>,
+}
+
+impl OwnedCredentials {
+    /// Borrows them back.
+    pub fn as_credentials(&self) -> Credentials<'_> {
+        Credentials {
+            scheme: self.scheme,
+            token: &self.token,
+            proof: match &self.proof {
+                None => Proof::None,
+                Some(Ok(proof)) => Proof::One(proof),
+                Some(Err(())) => Proof::Many,
+            },
+            target: self
+                .target
+                .as_ref()
+                .map(|(method, uri)| ProofRequest::new(method, uri)),
+        }
+    }
+}
+
+impl Credentials<'_> {
+    /// A copy that owns its strings.
+    pub fn to_owned(&self) -> OwnedCredentials {
+        OwnedCredentials {
+            scheme: self.scheme,
+            token: self.token.to_owned(),
+            proof: match self.proof {
+                Proof::None => None,
+                Proof::One(proof) => Some(Ok(proof.to_owned())),
+                Proof::Many => Some(Err(())),
+            },
+            target: self
+                .target
+                .map(|t| (t.method().to_owned(), t.uri().to_owned())),
+        }
+    }
+}
+
 /// DPoP settings of a [`Verifier`].
 #[derive(Debug, Clone)]
 struct DpopConfig {

@@ -5,8 +5,11 @@
 use std::fmt;
 use std::sync::Arc;
 
+use certbound_core::dpop::request_uri;
 use certbound_core::forwarded::ForwardedCertificates;
-use certbound_core::{Accepted, Credentials, NeedKey, Rejection, Step, Thumbprint, Verifier};
+use certbound_core::{
+    Accepted, Credentials, NeedKey, Rejection, Scheme, Step, Thumbprint, Verifier,
+};
 use certbound_jwks::KeySource;
 use futures_util::future::BoxFuture;
 use http::HeaderMap;
@@ -45,6 +48,12 @@ pub(crate) struct Authenticator {
     pub(crate) metadata: crate::metadata::ResourceMetadata,
     /// Whether challenges carry `resource_metadata` (RFC 9728 §5.1).
     pub(crate) advertise_metadata: bool,
+    /// With DPoP on: the proof algorithms for challenges, space-separated.
+    pub(crate) dpop_algs: Option<String>,
+    /// With DPoP on: where accepted proofs are remembered.
+    pub(crate) replay: Option<Arc<dyn crate::replay::ReplayStore>>,
+    /// The origin clients use, for DPoP `htu`.
+    pub(crate) public_url: Option<String>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -65,29 +74,62 @@ impl fmt::Debug for Authenticator {
     }
 }
 
+/// What the layer knows of the request, beyond its headers.
+pub(crate) struct RequestView<'a> {
+    pub(crate) method: &'a http::Method,
+    pub(crate) uri: &'a http::Uri,
+    pub(crate) headers: &'a HeaderMap,
+    /// The connection is TLS (the layer saw a `PeerCertificate`).
+    pub(crate) tls: bool,
+    /// The peer is a trusted proxy (its `Forwarded` / `X-Forwarded-*` headers count).
+    pub(crate) trusted_proxy: bool,
+}
+
+/// An accepted request: its token, and a fresh DPoP nonce to send along when one is due.
+pub(crate) struct Granted {
+    pub(crate) token: VerifiedToken,
+    pub(crate) dpop_nonce: Option<http::HeaderValue>,
+}
+
+/// A refused request: why, and the scheme the request used (for the challenge).
+pub(crate) struct Refused {
+    pub(crate) rejection: Rejection,
+    pub(crate) scheme: Option<Scheme>,
+}
+
 /// The result of the synchronous part of authentication.
 pub(crate) enum Decision {
-    Accept(VerifiedToken),
-    Reject(Rejection),
-    /// The token's `kid` is not in the current key set: refresh (I/O) and decide then.
-    Refresh(BoxFuture<'static, Result<VerifiedToken, Rejection>>),
+    Accept(Granted),
+    Reject(Refused),
+    /// I/O is needed (a key refresh, a remote replay store): decide when it completes.
+    Pending(BoxFuture<'static, Result<Granted, Refused>>),
 }
 
 impl Authenticator {
-    /// The RFC 6750 response for `rejection`, with `extra` auth-params and, when enabled, the
-    /// RFC 9728 `resource_metadata` parameter.
+    /// The RFC 6750 / RFC 9449 response for `rejection` to a request that used `scheme`, with
+    /// `extra` auth-params and, when enabled, the RFC 9728 `resource_metadata` parameter; with
+    /// DPoP nonces on, `use_dpop_nonce` carries a fresh `DPoP-Nonce`.
     pub(crate) fn respond_with<B: Default>(
         &self,
         rejection: &Rejection,
+        scheme: Option<Scheme>,
         extra: &[(&str, &str)],
     ) -> http::Response<B> {
-        if !self.advertise_metadata {
-            return crate::response::rejection_response_with(rejection, &self.realm, extra);
-        }
-        let url = self.metadata.well_known_url();
+        let url;
         let mut params: Vec<(&str, &str)> = extra.to_vec();
-        params.push(("resource_metadata", &url));
-        crate::response::rejection_response_with(rejection, &self.realm, &params)
+        if self.advertise_metadata {
+            url = self.metadata.well_known_url();
+            params.push(("resource_metadata", &url));
+        }
+        let challenges =
+            rejection.challenges(scheme, &self.realm, self.dpop_algs.as_deref(), &params);
+        let mut response = crate::response::response_with_challenges(rejection, &challenges);
+        if rejection.class() == certbound_core::ErrorClass::UseDpopNonce {
+            if let Some(nonce) = self.fresh_nonce((self.clock)()) {
+                response.headers_mut().insert("dpop-nonce", nonce);
+            }
+        }
+        response
     }
 
     /// The thumbprint of the certificate the client presented: from the TLS connection, or —
@@ -125,16 +167,38 @@ impl Authenticator {
         })
     }
 
-    /// Decides for a request, doing I/O only through the future in [`Decision::Refresh`].
+    /// Decides for a request, doing I/O only through the future in [`Decision::Pending`].
     pub(crate) fn decide(
         self: &Arc<Self>,
-        headers: &HeaderMap,
+        request: &RequestView<'_>,
         presented: Option<Thumbprint>,
     ) -> Decision {
-        match self.verifier.credentials(headers) {
-            Ok(credentials) => self.decide_credentials(credentials, presented),
-            Err(rejection) => Decision::Reject(rejection),
-        }
+        let credentials = match self.verifier.credentials(request.headers) {
+            Ok(credentials) => credentials,
+            Err(rejection) => {
+                return Decision::Reject(Refused {
+                    rejection,
+                    scheme: None,
+                })
+            }
+        };
+        // The htu a proof must name is only worked out for DPoP requests.
+        let target = (credentials.scheme() == Scheme::Dpop)
+            .then(|| {
+                request_uri(
+                    self.public_url.as_deref(),
+                    request.trusted_proxy,
+                    request.tls,
+                    request.uri,
+                    request.headers,
+                )
+            })
+            .flatten();
+        let credentials = match &target {
+            Some(uri) => credentials.for_request(request.method.as_str(), uri),
+            None => credentials,
+        };
+        self.decide_credentials(credentials, presented)
     }
 
     /// [`decide`](Self::decide) for credentials already extracted.
@@ -144,61 +208,142 @@ impl Authenticator {
         presented: Option<Thumbprint>,
     ) -> Decision {
         let token = credentials.token();
+        let scheme = Some(credentials.scheme());
         let now = (self.clock)();
         let cached = self.cache.as_ref().and_then(|c| c.get(token));
         let step = match &cached {
             Some(hit) => self.verifier.revalidate(credentials, hit, presented, now),
             None => self.verifier.verify(credentials, presented, now),
         };
-        let need = match step {
-            Step::Accept(accepted) => return Decision::Accept(self.accepted(token, accepted)),
-            Step::Reject(rejection) => {
-                return Decision::Reject(self.rejected(token, &cached, rejection))
-            }
-            Step::NeedKey(need) => need,
-        };
-        match self.lookup(&need) {
-            Err(Rejection::UnknownKey) => {}
-            key => {
-                self.count(&need, &key);
-                return match need.resume(key) {
-                    Ok(accepted) => Decision::Accept(self.accepted(token, accepted)),
-                    Err(rejection) => Decision::Reject(self.rejected(token, &cached, rejection)),
-                };
-            }
-        }
-        // Not in the current key set: refresh the issuer's keys (I/O), then decide again with
-        // the same pure steps.
-        let (issuer, kid, alg) = (
-            need.issuer_index(),
-            need.kid().map(str::to_owned),
-            need.alg(),
-        );
-        let this = Arc::clone(self);
-        let token = token.to_owned();
-        Decision::Refresh(Box::pin(async move {
-            let keys = this.keys.get(issuer).ok_or(Rejection::WrongIssuer)?;
-            let key = keys.refresh(kid.as_deref(), alg).await;
-            let credentials = Credentials::bearer(&token);
-            let cached = this.cache.as_ref().and_then(|c| c.get(&token));
-            let now = (this.clock)();
-            let step = match &cached {
-                Some(hit) => this.verifier.revalidate(credentials, hit, presented, now),
-                None => this.verifier.verify(credentials, presented, now),
-            };
-            let outcome = match step {
-                Step::Accept(accepted) => Ok(accepted),
-                Step::Reject(rejection) => Err(rejection),
-                Step::NeedKey(need) => {
-                    this.count(&need, &key);
+        let outcome = match step {
+            Step::Accept(accepted) => Ok(accepted),
+            Step::Reject(rejection) => Err(rejection),
+            Step::NeedKey(need) => match self.lookup(&need) {
+                Err(Rejection::UnknownKey) => {
+                    // Not in the current key set: refresh the issuer's keys (I/O), then decide
+                    // again with the same pure steps.
+                    let (issuer, kid, alg) = (
+                        need.issuer_index(),
+                        need.kid().map(str::to_owned),
+                        need.alg(),
+                    );
+                    let this = Arc::clone(self);
+                    let owned = credentials.to_owned();
+                    return Decision::Pending(Box::pin(async move {
+                        let refused = |rejection| Refused { rejection, scheme };
+                        let keys = this
+                            .keys
+                            .get(issuer)
+                            .ok_or(refused(Rejection::WrongIssuer))?;
+                        let key = keys.refresh(kid.as_deref(), alg).await;
+                        let credentials = owned.as_credentials();
+                        let token = credentials.token();
+                        let cached = this.cache.as_ref().and_then(|c| c.get(token));
+                        let now = (this.clock)();
+                        let step = match &cached {
+                            Some(hit) => this.verifier.revalidate(credentials, hit, presented, now),
+                            None => this.verifier.verify(credentials, presented, now),
+                        };
+                        let outcome = match step {
+                            Step::Accept(accepted) => Ok(accepted),
+                            Step::Reject(rejection) => Err(rejection),
+                            Step::NeedKey(need) => {
+                                this.count(&need, &key);
+                                need.resume(key)
+                            }
+                        };
+                        match this.finish(token, scheme, &cached, outcome, now) {
+                            Decision::Accept(granted) => Ok(granted),
+                            Decision::Reject(refused) => Err(refused),
+                            Decision::Pending(replay) => replay.await,
+                        }
+                    }));
+                }
+                key => {
+                    self.count(&need, &key);
                     need.resume(key)
                 }
-            };
-            match outcome {
-                Ok(accepted) => Ok(this.accepted(&token, accepted)),
-                Err(rejection) => Err(this.rejected(&token, &cached, rejection)),
+            },
+        };
+        self.finish(token, scheme, &cached, outcome, now)
+    }
+
+    /// After the verifier's verdict: caches what was verified, runs the DPoP replay check
+    /// (at once for an in-memory store, as I/O otherwise), and builds the answer.
+    fn finish(
+        self: &Arc<Self>,
+        token: &str,
+        scheme: Option<Scheme>,
+        cached: &Option<certbound_core::Verified>,
+        outcome: Result<Accepted, Rejection>,
+        now: u64,
+    ) -> Decision {
+        let accepted = match outcome {
+            Ok(accepted) => accepted,
+            Err(rejection) => {
+                return Decision::Reject(Refused {
+                    rejection: self.rejected(token, cached, rejection),
+                    scheme,
+                })
             }
-        }))
+        };
+        let Some(check) = accepted.replay_check().copied() else {
+            return Decision::Accept(self.accepted(token, accepted, now));
+        };
+        let Some(store) = self.replay.clone() else {
+            // The verifier accepted a DPoP proof but no store is configured: impossible through
+            // the builder; never accept unchecked.
+            return Decision::Reject(Refused {
+                rejection: Rejection::ReplayStoreUnavailable {
+                    retry_after_secs: 1,
+                },
+                scheme,
+            });
+        };
+        let ttl = std::time::Duration::from_secs(check.ttl_secs());
+        let answer = move |this: &Self,
+                           first_use: Result<bool, crate::replay::ReplayStoreError>,
+                           accepted: Accepted,
+                           token: &str| {
+            let first_use = first_use
+                .inspect_err(|error| this.replay_store_failed(error))
+                .ok();
+            match check.verdict(first_use, 1) {
+                Ok(()) => Decision::Accept(this.accepted(token, accepted, now)),
+                Err(rejection) => Decision::Reject(Refused { rejection, scheme }),
+            }
+        };
+        let pending = store.first_use(*check.key(), ttl);
+        match futures_util::FutureExt::now_or_never(pending) {
+            Some(first_use) => answer(self, first_use, accepted, token),
+            None => {
+                let this = Arc::clone(self);
+                let token = token.to_owned();
+                Decision::Pending(Box::pin(async move {
+                    let first_use = store.first_use(*check.key(), ttl).await;
+                    match answer(&this, first_use, accepted, &token) {
+                        Decision::Accept(granted) => Ok(granted),
+                        Decision::Reject(refused) => Err(refused),
+                        Decision::Pending(_) => Err(Refused {
+                            rejection: Rejection::ReplayStoreUnavailable {
+                                retry_after_secs: 1,
+                            },
+                            scheme,
+                        }),
+                    }
+                }))
+            }
+        }
+    }
+
+    /// One metric per failure, one error line per second at most.
+    fn replay_store_failed(&self, error: &crate::replay::ReplayStoreError) {
+        metrics::counter!(crate::layer::metric_names::REPLAY_STORE_ERRORS).increment(1);
+        static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let now = (self.clock)();
+        if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+            tracing::error!(%error, "DPoP replay store failed; answering 503");
+        }
     }
 
     /// The key the verifier asks for, from the issuer's current key set (no I/O).
@@ -228,14 +373,31 @@ impl Authenticator {
         }
     }
 
-    /// Caches what was verified just now, and hands the request its token.
-    fn accepted(&self, token: &str, accepted: Accepted) -> VerifiedToken {
+    /// Caches what was verified just now, and hands the request its token (and a fresh DPoP
+    /// nonce when the one it used is past half its lifetime).
+    fn accepted(&self, token: &str, accepted: Accepted, now: u64) -> Granted {
         let fresh = accepted.is_fresh();
+        let dpop_nonce = accepted
+            .nonce_issued_at()
+            .zip(self.verifier.dpop_nonce_keys())
+            .filter(|(issued, keys)| now.saturating_sub(*issued) > keys.lifetime_secs() / 2)
+            .and_then(|_| self.fresh_nonce(now));
         let (verified, presented) = accepted.into_parts();
         if let (Some(cache), true) = (&self.cache, fresh) {
             cache.insert(token, verified.clone());
         }
-        VerifiedToken::new(Arc::clone(verified.claims()), presented, self.id)
+        Granted {
+            token: VerifiedToken::new(Arc::clone(verified.claims()), presented, self.id),
+            dpop_nonce,
+        }
+    }
+
+    /// A new DPoP nonce, when nonces are on.
+    pub(crate) fn fresh_nonce(&self, now: u64) -> Option<http::HeaderValue> {
+        let keys = self.verifier.dpop_nonce_keys()?;
+        let mut random = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut random).ok()?;
+        http::HeaderValue::from_str(&keys.issue(now, random)).ok()
     }
 
     /// A refused cache hit leaves the cache (expired, or its key rotated out): the next request
@@ -255,13 +417,17 @@ impl Authenticator {
     }
 }
 
-/// A binding failure is about this request's certificate, not the token: the entry stays.
+/// Only a failure of the token itself (its lifetime, its key, its signature) drops its cache
+/// entry; a failure of this request (certificate, proof, nonce) or of the service (keys or store
+/// unavailable) leaves it.
 fn rejection_keeps_cache_entry(rejection: &Rejection) -> bool {
-    matches!(
+    !matches!(
         rejection,
-        Rejection::BindingMismatch
-            | Rejection::MissingClientCertificate
-            | Rejection::UnboundToken
-            | Rejection::UnsupportedBinding
+        Rejection::Expired
+            | Rejection::NotYetValid
+            | Rejection::IssuedInFuture
+            | Rejection::UnknownKey
+            | Rejection::BadSignature
+            | Rejection::KeyAlgorithmMismatch
     )
 }

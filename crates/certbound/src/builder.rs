@@ -138,6 +138,8 @@ pub struct CertBoundBuilder {
     resource: Option<String>,
     scopes_supported: Vec<String>,
     advertise_metadata: bool,
+    dpop: Option<crate::Dpop>,
+    public_url: Option<String>,
 }
 
 impl std::fmt::Debug for CertBoundBuilder {
@@ -170,6 +172,8 @@ impl Default for CertBoundBuilder {
             resource: None,
             scopes_supported: Vec::new(),
             advertise_metadata: false,
+            dpop: None,
+            public_url: None,
         }
     }
 }
@@ -303,6 +307,22 @@ impl CertBoundBuilder {
         self
     }
 
+    /// Also accept DPoP-bound tokens (RFC 9449): `Authorization: DPoP` with a `DPoP` proof;
+    /// see [`Dpop`](crate::Dpop).
+    pub fn dpop(mut self, dpop: crate::Dpop) -> Self {
+        self.dpop = Some(dpop);
+        self
+    }
+
+    /// The origin (and path prefix) clients use to reach this API, e.g.
+    /// `https://api.example.com` or `https://gw.example.com/accounts-api`: DPoP proofs' `htu`
+    /// must name it. Without it, the request's own `Host` (or, from a trusted proxy,
+    /// `Forwarded` / `X-Forwarded-Host`, `-Proto`, `-Prefix`) is used.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.public_url = Some(url.into());
+        self
+    }
+
     /// Replace the clock (seconds since the Unix epoch); for tests.
     pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock = Arc::new(clock);
@@ -369,9 +389,16 @@ impl CertBoundBuilder {
         for policy in &policies {
             metadata = metadata.authorization_server(policy.issuer());
         }
-        let verifier = Verifier::new(policies, self.binding)
+        let mut verifier = Verifier::new(policies, self.binding)
             .map_err(|_| BuildError::NoIssuer)?
             .max_token_len(self.max_token_len);
+        if let Some(dpop) = &self.dpop {
+            verifier = verifier.dpop(dpop.policy.clone());
+            if let Some(keys) = &dpop.nonce_keys {
+                verifier = verifier.dpop_nonces(keys.clone());
+            }
+            metadata = metadata.dpop_signing_algs(dpop.algs());
+        }
         Ok(CertBoundLayer {
             auth: Arc::new(Authenticator {
                 id: crate::token::LayerId::next(),
@@ -387,6 +414,9 @@ impl CertBoundBuilder {
                     crate::warn_limit::MAX_PEERS,
                 ),
                 cache: self.cache.map(TokenCache::new),
+                dpop_algs: self.dpop.as_ref().map(crate::Dpop::algs),
+                replay: self.dpop.as_ref().map(|d| Arc::clone(&d.replay)),
+                public_url: self.public_url,
             }),
         })
     }

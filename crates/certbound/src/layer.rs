@@ -37,7 +37,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::authenticate::{Authenticator, Decision};
+use crate::authenticate::{Authenticator, Decision, Granted, Refused, RequestView};
 use crate::{VerifiedToken, WiringError};
 
 /// The layer. Cheap to clone; every clone shares one configuration and key cache.
@@ -67,9 +67,12 @@ impl CertBoundLayer {
     ) -> Result<VerifiedToken, Rejection> {
         let credentials = certbound_core::Credentials::bearer(token);
         match self.auth.decide_credentials(credentials, presented) {
-            Decision::Accept(token) => Ok(token),
-            Decision::Reject(rejection) => Err(rejection),
-            Decision::Refresh(pending) => pending.await,
+            Decision::Accept(granted) => Ok(granted.token),
+            Decision::Reject(refused) => Err(refused.rejection),
+            Decision::Pending(pending) => pending
+                .await
+                .map(|granted| granted.token)
+                .map_err(|refused| refused.rejection),
         }
     }
 
@@ -204,7 +207,9 @@ where
             client_cert = tracing::field::Empty,
         );
         let forwarding = self.auth.forwarded.is_some();
-        let (peer, tls_thumbprint) = match (connection(req.extensions()), forwarding) {
+        let transport = connection(req.extensions());
+        let tls = matches!(transport, Transport::Tls { .. });
+        let (peer, tls_thumbprint) = match (transport, forwarding) {
             (Transport::Tls { peer, thumbprint }, _) => (Some(peer), thumbprint),
             (Transport::Address(peer), true) => (Some(peer), None),
             (Transport::Address(_) | Transport::Unknown, false) => {
@@ -221,7 +226,7 @@ where
             Ok(presented) => presented,
             Err(rejection) => {
                 record_rejection(&span, &rejection, None);
-                let response = self.auth.respond_with(&rejection, &[]);
+                let response = self.auth.respond_with(&rejection, None, &[]);
                 return ResponseFuture {
                     span,
                     state: State::Rejected {
@@ -230,19 +235,36 @@ where
                 };
             }
         };
-        match self.auth.decide(req.headers(), presented) {
-            Decision::Accept(token) => {
-                record_acceptance(&span, &token);
-                req.extensions_mut().insert(token);
+        let trusted_proxy = self
+            .auth
+            .forwarded
+            .as_ref()
+            .is_some_and(|f| f.is_trusted(peer));
+        let view = RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            tls,
+            trusted_proxy,
+        };
+        match self.auth.decide(&view, presented) {
+            Decision::Accept(granted) => {
+                record_acceptance(&span, &granted.token);
+                req.extensions_mut().insert(granted.token);
                 let future = span.in_scope(|| self.inner.call(req));
                 ResponseFuture {
                     span,
-                    state: State::Inner { future },
+                    state: State::Inner {
+                        future,
+                        dpop_nonce: granted.dpop_nonce,
+                    },
                 }
             }
-            Decision::Reject(rejection) => {
-                record_rejection(&span, &rejection, presented.as_ref());
-                let response = self.auth.respond_with(&rejection, &[]);
+            Decision::Reject(refused) => {
+                record_rejection(&span, &refused.rejection, presented.as_ref());
+                let response = self
+                    .auth
+                    .respond_with(&refused.rejection, refused.scheme, &[]);
                 ResponseFuture {
                     span,
                     state: State::Rejected {
@@ -250,7 +272,7 @@ where
                     },
                 }
             }
-            Decision::Refresh(pending) => {
+            Decision::Pending(pending) => {
                 // Take the service that was driven to readiness; leave a clone in its place.
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
@@ -275,6 +297,8 @@ pub mod metric_names {
     pub const ACCEPTED: &str = "certbound_requests_accepted_total";
     /// Counter, label `reason` (a [`Rejection::code`](certbound_core::Rejection::code)): requests refused.
     pub const REJECTED: &str = "certbound_requests_rejected_total";
+    /// Counter: DPoP replay-store failures (each answered 503).
+    pub const REPLAY_STORE_ERRORS: &str = "certbound_replay_store_errors_total";
     /// Counter: token signatures verified (a verified-token cache hit verifies none).
     pub const SIGNATURE_VERIFICATIONS: &str = "certbound_signature_verifications_total";
 }
@@ -326,10 +350,10 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Inner { #[pin] future: S::Future },
+        Inner { #[pin] future: S::Future, dpop_nonce: Option<http::HeaderValue> },
         Rejected { response: Option<S::Response> },
         Authenticating {
-            pending: BoxFuture<'static, Result<VerifiedToken, Rejection>>,
+            pending: BoxFuture<'static, Result<Granted, Refused>>,
             service: Option<S>,
             request: Option<Request<ReqBody>>,
             auth: Arc<Authenticator>,
@@ -368,7 +392,13 @@ where
         let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Inner { future } => return future.poll(cx),
+                StateProj::Inner { future, dpop_nonce } => {
+                    let mut result = ready!(future.poll(cx));
+                    if let (Ok(response), Some(nonce)) = (&mut result, dpop_nonce.take()) {
+                        response.headers_mut().insert("dpop-nonce", nonce);
+                    }
+                    return Poll::Ready(result);
+                }
                 StateProj::Rejected { response } => {
                     // Polled again after completion: a 500, never an empty 200 and never a panic.
                     return Poll::Ready(Ok(response
@@ -388,15 +418,19 @@ where
                         return Poll::Ready(Ok(WiringError::PolledAfterCompletion.response()));
                     };
                     match outcome {
-                        Ok(token) => {
-                            record_acceptance(this.span, &token);
-                            request.extensions_mut().insert(token);
+                        Ok(granted) => {
+                            record_acceptance(this.span, &granted.token);
+                            request.extensions_mut().insert(granted.token);
                             let future = service.call(request);
-                            this.state.set(State::Inner { future });
+                            this.state.set(State::Inner {
+                                future,
+                                dpop_nonce: granted.dpop_nonce,
+                            });
                         }
-                        Err(rejection) => {
+                        Err(refused) => {
+                            let rejection = refused.rejection;
                             record_rejection(this.span, &rejection, presented.as_ref());
-                            let response = auth.respond_with(&rejection, &[]);
+                            let response = auth.respond_with(&rejection, refused.scheme, &[]);
                             this.state.set(State::Rejected {
                                 response: Some(response),
                             });

@@ -43,10 +43,12 @@
 mod authenticate;
 pub mod builder;
 pub mod cache;
+pub mod dpop;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod layer;
 pub mod metadata;
+pub mod replay;
 pub mod response;
 pub mod scope;
 pub mod token;
@@ -58,6 +60,7 @@ pub use builder::{BuildError, CertBoundBuilder, TrustedIssuer};
 pub use cache::{TokenCacheConfig, TokenCacheStats};
 pub use certbound_core::{BindingPolicy, ClientCertificate, Rejection, Thumbprint};
 pub use certbound_jwks::{KeySource, RemoteJwks, StaticJwks};
+pub use dpop::Dpop;
 #[cfg(feature = "axum")]
 pub use extract::TokenRejection;
 pub use layer::{CertBound, CertBoundLayer, ResponseFuture};

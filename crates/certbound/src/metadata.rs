@@ -31,6 +31,7 @@ pub struct ResourceMetadata {
     bound_tokens: bool,
     resource_name: Option<String>,
     resource_documentation: Option<String>,
+    dpop_algs: Vec<String>,
 }
 
 impl ResourceMetadata {
@@ -43,7 +44,20 @@ impl ResourceMetadata {
             bound_tokens: true,
             resource_name: None,
             resource_documentation: None,
+            dpop_algs: Vec::new(),
         }
+    }
+
+    /// DPoP proof algorithms accepted (space-separated): advertised as
+    /// `dpop_signing_alg_values_supported`, with `dpop_bound_access_tokens_required: false`
+    /// (certificate-bound tokens are accepted too).
+    pub fn dpop_signing_algs(mut self, algs: impl AsRef<str>) -> Self {
+        self.dpop_algs = algs
+            .as_ref()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        self
     }
 
     /// Adds an issuer clients can get tokens from.
@@ -133,6 +147,13 @@ impl ResourceMetadata {
                 "tls_client_certificate_bound_access_tokens".into(),
                 json!(true),
             );
+        }
+        if !self.dpop_algs.is_empty() {
+            doc.insert(
+                "dpop_signing_alg_values_supported".into(),
+                json!(self.dpop_algs),
+            );
+            doc.insert("dpop_bound_access_tokens_required".into(), json!(false));
         }
         if let Some(name) = &self.resource_name {
             doc.insert("resource_name".into(), json!(name));

@@ -57,7 +57,7 @@ impl RejectionResponse {
 
     /// The HTTP response, with any body type that has an empty default.
     pub fn into_http<B: Default>(self) -> Response<B> {
-        self.auth.respond_with(&self.rejection, &[])
+        self.auth.respond_with(&self.rejection, None, &[])
     }
 }
 
@@ -81,13 +81,26 @@ pub fn rejection_response_with<B: Default>(
     realm: &str,
     params: &[(&str, &str)],
 ) -> Response<B> {
+    let challenges = match rejection.www_authenticate(realm) {
+        Some(_) => vec![rejection.challenge_with(realm, params)],
+        None => Vec::new(),
+    };
+    response_with_challenges(rejection, &challenges)
+}
+
+/// The response for `rejection` with these `WWW-Authenticate` challenges (one header each):
+/// its status, `Retry-After` for 503, `Cache-Control: no-store`, an empty body.
+pub(crate) fn response_with_challenges<B: Default>(
+    rejection: &Rejection,
+    challenges: &[String],
+) -> Response<B> {
     let mut response = Response::new(B::default());
     *response.status_mut() = rejection.status();
     let headers = response.headers_mut();
-    if rejection.status() != http::StatusCode::SERVICE_UNAVAILABLE {
-        // The challenge is built from printable ASCII only (see `Rejection::challenge_with`).
-        if let Ok(value) = HeaderValue::from_str(&rejection.challenge_with(realm, params)) {
-            headers.insert(WWW_AUTHENTICATE, value);
+    for challenge in challenges {
+        // Challenges are built from printable ASCII only (see `Rejection::challenge_with`).
+        if let Ok(value) = HeaderValue::from_str(challenge) {
+            headers.append(WWW_AUTHENTICATE, value);
         }
     }
     if let Some(secs) = rejection.retry_after_secs() {

@@ -119,8 +119,10 @@ where
         let rejection = Rejection::InsufficientScope;
         let required = self.scopes.join(" ");
         tracing::debug!(reason = rejection.code(), required = %required, "certbound scope check refused request");
-        Either::Right(std::future::ready(Ok(self
-            .auth
-            .respond_with(&rejection, &[("scope", &required)]))))
+        Either::Right(std::future::ready(Ok(self.auth.respond_with(
+            &rejection,
+            None,
+            &[("scope", &required)],
+        ))))
     }
 }

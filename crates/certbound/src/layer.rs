@@ -6,21 +6,43 @@
 //! extension; requests that fail get an RFC 6750 answer and never reach the inner service.
 //!
 //! ```
-//! use certbound::{CertBound, StaticJwks, VerifiedToken};
-//! use axum::{routing::get, Router};
+//! use axum::{body::Body, routing::get, Router};
+//! use certbound::tls::PeerCertificate;
+//! use certbound::{CertBound, ClientCertificate, StaticJwks, VerifiedToken};
+//! use certbound_dev::{bound_claims, jwks_document, SigningKey};
+//! use http::{Request, StatusCode};
+//! use tower::ServiceExt as _;
 //!
-//! # async fn doc() -> Result<(), Box<dyn std::error::Error>> {
-//! # let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let issuer_key = SigningKey::generate("k1", certbound::core::Algorithm::ES256)?;
 //! let auth = CertBound::builder()
 //!     .issuer("https://auth.example.com/")
 //!     .audience("https://api.example.com")
-//!     .key_source(StaticJwks::from_jwks(jwks)?)
+//!     .key_source(StaticJwks::from_jwks(jwks_document(&[&issuer_key]).to_string())?)
 //!     .build()
 //!     .await?;
-//!
-//! let app: Router = Router::new()
+//! let app = Router::new()
 //!     .route("/accounts", get(|token: VerifiedToken| async move { token.sub().unwrap_or("").to_owned() }))
-//!     .layer(auth);
+//!     .route_layer(auth); // unknown paths stay 404
+//!
+//! // The client's certificate, as certbound::tls::serve attaches it to every request.
+//! let cert = ClientCertificate::from_der(b"the client's certificate DER".to_vec());
+//! let token = issuer_key.sign(&bound_claims("https://auth.example.com/", "https://api.example.com", cert.thumbprint()))?;
+//! let request = |cert: Option<ClientCertificate>| {
+//!     let mut req = Request::get("/accounts")
+//!         .header("authorization", format!("Bearer {token}"))
+//!         .body(Body::empty())
+//!         .unwrap();
+//!     req.extensions_mut().insert(PeerCertificate::new(([127, 0, 0, 1], 50_000).into(), cert));
+//!     req
+//! };
+//! let ok = app.clone().oneshot(request(Some(cert.clone()))).await?;
+//! assert_eq!(ok.status(), StatusCode::OK);
+//! // The same token without the certificate it is bound to: 401 invalid_token.
+//! let stolen = app.oneshot(request(None)).await?;
+//! assert_eq!(stolen.status(), StatusCode::UNAUTHORIZED);
+//! assert!(stolen.headers()["www-authenticate"].to_str()?.contains(r#"error="invalid_token""#));
 //! # Ok(()) }
 //! ```
 

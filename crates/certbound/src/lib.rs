@@ -22,7 +22,7 @@
 //!         .audience("https://api.example.com")
 //!         .build()
 //!         .await?;
-//!     let app = Router::new().route("/hello", get(hello)).layer(auth);
+//!     let app = Router::new().route("/hello", get(hello)).route_layer(auth);
 //!
 //!     let tls = server_config(load_certs("server.pem")?, load_private_key("server.key")?, ClientAuth::self_signed())?;
 //!     let listener = TlsListener::bind("0.0.0.0:8443", tls).await?;

@@ -491,3 +491,117 @@ pub fn jwks(data: &[u8]) {
         }
     }
 }
+
+/// The DPoP client key of the `dpop` target (a fixed test key, PKCS#8 P-256).
+pub const DPOP_KEY_PEM: &str = include_str!("../keys/dpop_es256.pem");
+/// The access token the `dpop` target's proofs are for.
+pub const DPOP_TOKEN: &str = "fuzz-access-token";
+/// The request URI the `dpop` target's proofs are for.
+pub const DPOP_URL: &str = "https://api.fuzz.example/resource";
+
+struct DpopFixture {
+    key: jsonwebtoken::EncodingKey,
+    jwk: Value,
+    jkt: Thumbprint,
+    policy: certbound_core::dpop::DpopPolicy,
+}
+
+fn dpop_fixture() -> &'static DpopFixture {
+    static FIXTURE: OnceLock<DpopFixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(DPOP_KEY_PEM.as_bytes())
+            .expect("fuzz/keys/dpop_es256.pem");
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::ES256).expect("jwk");
+        let mut jwk = serde_json::to_value(jwk).expect("jwk json");
+        for member in ["kid", "use", "alg", "key_ops"] {
+            jwk.as_object_mut().expect("object").remove(member);
+        }
+        let jkt =
+            certbound_core::dpop::jwk_thumbprint(jwk.as_object().expect("object")).expect("jkt");
+        DpopFixture {
+            key,
+            jwk,
+            jkt,
+            policy: certbound_core::dpop::DpopPolicy::default(),
+        }
+    })
+}
+
+/// Target `dpop`: `verify_proof` on the input as a compact proof, or — for inputs of the form
+/// `HEADER-JSON\nCLAIMS-JSON` — on a proof the harness signs with its key (`"jwk": "$"` in the
+/// header is replaced by the key's public JWK), so the fuzzer reaches every claim rule.
+/// Oracles: whatever is accepted was signed by the harness's key (its thumbprint is the key's),
+/// and re-read with plain serde_json satisfies typ, alg, htm, htu, iat window, ath and jti.
+pub fn dpop(data: &[u8]) {
+    let _ = dpop_accepted(data);
+}
+
+/// [`dpop`], returning whether the proof was accepted (after the oracles held).
+pub fn dpop_accepted(data: &[u8]) -> bool {
+    let f = dpop_fixture();
+    let text = String::from_utf8_lossy(data);
+    let proof = match text.split_once('\n') {
+        Some((h, c)) => {
+            let (Ok(mut header), Ok(claims)) = (
+                serde_json::from_str::<Value>(h),
+                serde_json::from_str::<Value>(c),
+            ) else {
+                return false;
+            };
+            if header.get("jwk") == Some(&Value::from("$")) {
+                header["jwk"] = f.jwk.clone();
+            }
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header.to_string()),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let Ok(sig) = jsonwebtoken::crypto::sign(input.as_bytes(), &f.key, Algorithm::ES256)
+            else {
+                return false;
+            };
+            format!("{input}.{sig}")
+        }
+        None => text.into_owned(),
+    };
+    let request = certbound_core::dpop::ProofRequest::new("GET", DPOP_URL);
+    let Ok(verified) = f.policy.verify_proof(&proof, DPOP_TOKEN, &request, NOW) else {
+        return false;
+    };
+    assert_eq!(
+        verified.jkt(),
+        &f.jkt,
+        "accepted a proof by another key: {proof}"
+    );
+    let parsed = UnverifiedToken::parse(&proof).expect("accepted ⇒ well formed");
+    let claims = parsed.unverified_claims();
+    assert!(parsed
+        .header()
+        .typ()
+        .is_some_and(|t| t.eq_ignore_ascii_case("dpop+jwt")));
+    assert_eq!(parsed.header().alg(), "ES256");
+    assert_eq!(claims.get("htm").and_then(Value::as_str), Some("GET"));
+    let htu = claims.get("htu").and_then(Value::as_str).expect("htu");
+    assert_eq!(
+        certbound_core::dpop::normalize_htu(htu).as_deref(),
+        Some(DPOP_URL)
+    );
+    let iat = claims.get("iat").and_then(Value::as_f64).expect("iat");
+    assert!((iat - NOW as f64).abs() <= 60.0, "iat {iat}");
+    assert_eq!(
+        claims.get("ath").and_then(Value::as_str),
+        Some(certbound_core::dpop::access_token_hash(DPOP_TOKEN).as_str())
+    );
+    assert!(claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .is_some_and(|j| !j.is_empty()));
+    assert_eq!(
+        verified.jti(),
+        claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    );
+    true
+}

@@ -58,6 +58,23 @@ fn jwks_corpus() {
     replay("jwks", harness::jwks);
 }
 
+#[test]
+fn dpop_corpus() {
+    // The committed seeds include a valid proof, so the oracles run on an accepted proof too.
+    replay("dpop", harness::dpop);
+    let dir = corpus_dir("dpop");
+    for (seed, accepted) in [
+        ("001-valid", true),
+        ("002-htu-normalised", true),
+        ("003-nonce", true),
+        ("004-private-jwk", false),
+        ("005-wrong-ath", false),
+    ] {
+        let data = std::fs::read(dir.join(seed)).unwrap();
+        assert_eq!(harness::dpop_accepted(&data), accepted, "{seed}");
+    }
+}
+
 /// Regenerates `fuzz/keys/*` and the seed corpora (fresh keys each time, so every committed
 /// token seed changes). Run by hand, then commit the result:
 /// `cargo test -p certbound-core --test corpus_replay -- --ignored regenerate`

@@ -133,7 +133,13 @@ async fn mtls_channel(
             Ok::<_, std::io::Error>(TokioIo::new(tls))
         }
     });
-    Ok(Endpoint::from_shared(origin.to_owned())?
+    // The connector does the TLS itself, so tonic gets the address as `http://`: with tonic's
+    // own TLS compiled in (tonic's `tls-*` features, which certbound's `tonic` feature turns
+    // on), tonic refuses an `https://` endpoint whose connection it does not encrypt itself.
+    // The requests still carry the `https` origin.
+    let plain = origin.replacen("https://", "http://", 1);
+    Ok(Endpoint::from_shared(plain)?
+        .origin(origin.parse()?)
         .connect_with_connector(connect)
         .await?)
 }

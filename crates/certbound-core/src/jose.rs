@@ -195,10 +195,62 @@ fn b64url(segment: &str) -> Result<Vec<u8>, Rejection> {
         .map_err(|_| Rejection::MalformedToken)
 }
 
-/// Why a JSON document was refused by [`parse_object`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct JsonError(String);
+/// Why a JSON document was refused by [`parse_object`]. Positions are 1-based, as serde_json
+/// reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JsonError {
+    /// Not JSON (or nested deeper than serde_json's recursion limit).
+    #[error("invalid JSON at line {line} column {column}")]
+    Syntax {
+        /// Line of the error.
+        line: usize,
+        /// Column of the error.
+        column: usize,
+    },
+    /// The document ends inside a value.
+    #[error("JSON ends early, at line {line} column {column}")]
+    Truncated {
+        /// Line of the end.
+        line: usize,
+        /// Column of the end.
+        column: usize,
+    },
+    /// One object has the same member name twice (RFC 7515 §5.2, RFC 8725 §3.1).
+    #[error("duplicate member name at line {line} column {column}")]
+    DuplicateMember {
+        /// Line just after the repeated member's value.
+        line: usize,
+        /// Column just after the repeated member's value.
+        column: usize,
+    },
+    /// Something follows the value.
+    #[error("data after the JSON value at line {line} column {column}")]
+    TrailingData {
+        /// Line of the first extra character.
+        line: usize,
+        /// Column of the first extra character.
+        column: usize,
+    },
+    /// Valid JSON, but not an object.
+    #[error("not a JSON object")]
+    NotAnObject,
+}
+
+impl JsonError {
+    fn from_serde(e: &serde_json::Error) -> Self {
+        let (line, column) = (e.line(), e.column());
+        match e.classify() {
+            serde_json::error::Category::Eof => JsonError::Truncated { line, column },
+            // The visitor's only own error: serde_json refuses non-finite numbers itself, as
+            // a syntax error, before `visit_f64` could see one.
+            serde_json::error::Category::Data => JsonError::DuplicateMember { line, column },
+            serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+                JsonError::Syntax { line, column }
+            }
+        }
+    }
+}
 
 /// Parses a JSON object, refusing duplicate member names at any depth (RFC 7515 §5.2 and
 /// RFC 8725 §3.1 leave no room for "last one wins") and trailing data. Nesting is limited by
@@ -207,11 +259,14 @@ pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = de
         .deserialize_any(StrictVisitor)
-        .map_err(|e| JsonError(e.to_string()))?;
-    de.end().map_err(|e| JsonError(e.to_string()))?;
+        .map_err(|e| JsonError::from_serde(&e))?;
+    de.end().map_err(|e| JsonError::TrailingData {
+        line: e.line(),
+        column: e.column(),
+    })?;
     match value {
         Value::Object(map) => Ok(map),
-        _ => Err(JsonError("not a JSON object".into())),
+        _ => Err(JsonError::NotAnObject),
     }
 }
 
@@ -397,5 +452,41 @@ mod tests {
                 "{c}"
             );
         }
+    }
+
+    #[test]
+    fn json_errors_are_typed() {
+        assert_eq!(
+            parse_object(br#"{"a":1,"a":2}"#).unwrap_err(),
+            JsonError::DuplicateMember {
+                line: 1,
+                column: 13
+            }
+        );
+        assert!(matches!(
+            parse_object(br#"{"n":{"a":1,"a":2}}"#),
+            Err(JsonError::DuplicateMember { .. })
+        ));
+        assert!(matches!(
+            parse_object(br#"{"a":1"#),
+            Err(JsonError::Truncated { .. })
+        ));
+        assert!(matches!(
+            parse_object(br#"{"a":}"#),
+            Err(JsonError::Syntax { line: 1, .. })
+        ));
+        assert!(matches!(
+            parse_object(br#"{"a":1e400}"#),
+            Err(JsonError::Syntax { .. })
+        ));
+        assert!(matches!(
+            parse_object(br#"{} {}"#),
+            Err(JsonError::TrailingData { line: 1, column: 4 })
+        ));
+        assert_eq!(parse_object(b"[1]").unwrap_err(), JsonError::NotAnObject);
+        assert_eq!(
+            JsonError::Syntax { line: 2, column: 7 }.to_string(),
+            "invalid JSON at line 2 column 7"
+        );
     }
 }

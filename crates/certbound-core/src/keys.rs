@@ -30,7 +30,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::jose::parse_object;
+use crate::jose::{parse_object, JsonError};
 use crate::Rejection;
 
 /// The shortest RSA modulus accepted, in bits (RFC 7518 §3.3).
@@ -375,13 +375,25 @@ pub struct SkippedKey {
 pub enum JwksError {
     /// Not a JSON object with a `keys` array (or duplicate member names, or trailing data).
     #[error("JWKS document is not valid JSON of the form {{\"keys\":[…]}}: {0}")]
-    Malformed(String),
+    Malformed(#[source] MalformedJwks),
     /// The document has no key that can verify signatures.
     #[error("JWKS document has no usable signing key ({skipped} skipped)")]
     NoUsableKey {
         /// How many keys were skipped.
         skipped: usize,
     },
+}
+
+/// What is wrong with a document that is not a JWKS at all ([`JwksError::Malformed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MalformedJwks {
+    /// Not a JSON object (or duplicate member names, or trailing data).
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    /// A JSON object without a `keys` array.
+    #[error("no \"keys\" array")]
+    NoKeysArray,
 }
 
 /// The result of parsing a JWKS document.
@@ -401,11 +413,13 @@ pub struct KeySet {
 }
 
 /// Why no key was found for a token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum KeyLookupError {
     /// No key with this `kid` (or, for a token without `kid`, not exactly one candidate key).
+    #[error("no key with this kid (or, without a kid, not exactly one key for the algorithm)")]
     UnknownKid,
     /// A key with this `kid` exists but does not fit the token's `alg`.
+    #[error("the key with this kid does not fit the token's alg")]
     AlgorithmMismatch,
 }
 
@@ -421,9 +435,10 @@ impl From<KeyLookupError> for Rejection {
 impl KeySet {
     /// Parses a JWKS document; see the module docs for what is skipped.
     pub fn from_jwks(document: &[u8]) -> Result<ParsedJwks, JwksError> {
-        let doc = parse_object(document).map_err(|e| JwksError::Malformed(e.to_string()))?;
+        let doc =
+            parse_object(document).map_err(|e| JwksError::Malformed(MalformedJwks::Json(e)))?;
         let Some(Value::Array(entries)) = doc.get("keys") else {
-            return Err(JwksError::Malformed("no \"keys\" array".into()));
+            return Err(JwksError::Malformed(MalformedJwks::NoKeysArray));
         };
         let mut keys = Vec::new();
         let mut skipped = Vec::new();
@@ -772,6 +787,35 @@ mod tests {
             parsed.keys.get(Some("r"), Algorithm::HS256).err(),
             Some(KeyLookupError::AlgorithmMismatch)
         );
+    }
+
+    #[test]
+    fn malformed_documents_say_why() {
+        use crate::jose::JsonError;
+        let malformed = |doc: &str| match KeySet::from_jwks(doc.as_bytes()) {
+            Err(JwksError::Malformed(why)) => why,
+            other => panic!("{doc}: {other:?}"),
+        };
+        assert_eq!(malformed("{}"), MalformedJwks::NoKeysArray);
+        assert_eq!(malformed(r#"{"keys":{}}"#), MalformedJwks::NoKeysArray);
+        assert_eq!(malformed("[]"), MalformedJwks::Json(JsonError::NotAnObject));
+        assert!(matches!(
+            malformed(""),
+            MalformedJwks::Json(JsonError::Truncated { .. })
+        ));
+        assert!(matches!(
+            malformed(r#"{"keys":[],"keys":[]}"#),
+            MalformedJwks::Json(JsonError::DuplicateMember { .. })
+        ));
+        let error = KeySet::from_jwks(b"{}").unwrap_err();
+        assert!(
+            error.to_string().ends_with(r#": no "keys" array"#),
+            "{error}"
+        );
+        assert!(std::error::Error::source(&error).is_some());
+        // KeyLookupError is an Error too.
+        let lookup: &dyn std::error::Error = &KeyLookupError::AlgorithmMismatch;
+        assert!(lookup.to_string().contains("alg"));
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub use certificate::ClientCertificate;
 pub use confirmation::{BindingPolicy, BindingPolicyError, Confirmation, Presented};
 pub use jose::{JoseHeader, UnverifiedToken};
 pub use keys::{
-    JwksError, KeyError, KeyLookupError, KeySet, ParsedJwks, SkippedKey, VerificationKey,
-    MIN_RSA_BITS,
+    JwksError, KeyError, KeyLookupError, KeySet, MalformedJwks, ParsedJwks, SkippedKey,
+    VerificationKey, MIN_RSA_BITS,
 };
 pub use policy::{TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
 pub use rejection::{ErrorClass, Rejection};

@@ -2,7 +2,8 @@
 //!
 //! Development and test material for certbound, made fresh with [rcgen] and jsonwebtoken:
 //! a dev CA, server and client certificates (CA-issued and self-signed), JWT signing keys,
-//! certificate-bound tokens, and a local HTTPS issuer serving discovery and JWKS documents.
+//! certificate-bound tokens, and (feature `issuer`) a local HTTPS issuer serving discovery and
+//! JWKS documents.
 //!
 //! The example API, the `certbound dev-pki` command and every end-to-end test use this one crate,
 //! so what the tests exercise is what a user runs. Not for production: keys are generated on the
@@ -19,12 +20,21 @@
 //! let token = signer.sign(&bound_claims("https://issuer", "https://api", cert.thumbprint())).unwrap();
 //! assert_eq!(token.split('.').count(), 3);
 //! ```
+//!
+//! # Crate features
+//!
+//! | feature  | default | what it adds |
+//! |----------|---------|--------------|
+//! | `issuer` | off     | the `issuer` module: a local HTTPS discovery + JWKS server (axum, hyper, tokio-rustls) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod dir;
 pub mod dpop;
 pub mod envoy;
+#[cfg(feature = "issuer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "issuer")))]
 pub mod issuer;
 pub mod pki;
 pub mod signing;

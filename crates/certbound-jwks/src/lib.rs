@@ -28,24 +28,44 @@
 //! # }
 //! ```
 //!
-//! For an issuer on the network see [`RemoteJwks`] and the [`remote`] module.
+//! For an issuer on the network see `RemoteJwks` and the `remote` module (feature `remote`).
+//!
+//! # Crate features
+//!
+//! | feature  | default | what it adds |
+//! |----------|---------|--------------|
+//! | `remote` | on      | `RemoteJwks` and the `remote` module: OpenID Connect / RFC 8414 discovery, HTTPS fetches with reqwest and rustls, caching, rotation and outage handling; [`KeySource::issuer_metadata`]. Needs a tokio runtime. |
+//!
+//! Without `remote` the crate is [`KeySource`] and [`StaticJwks`] and compiles no HTTP client
+//! (no reqwest, no hyper, no tokio):
+//!
+//! ```toml
+//! certbound-jwks = { version = "0.1", default-features = false }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
 
 use certbound_core::{Algorithm, Rejection, VerificationKey};
 use futures_util::future::BoxFuture;
 
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub mod remote;
 pub mod static_jwks;
 
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use remote::{
     BuildError, CacheState, FetchError, IssuerMetadata, JwksStats, RemoteJwks, RemoteJwksBuilder,
 };
 pub use static_jwks::{StaticJwks, StaticJwksError};
 
 /// Counter (via the `metrics` facade), label `outcome` (`ok` or the failure kind): JWKS fetches.
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub const JWKS_FETCHES_METRIC: &str = "certbound_jwks_fetches_total";
 
 /// Where verification keys come from. The layer calls [`lookup`](Self::lookup) on every request
@@ -68,6 +88,8 @@ pub trait KeySource: Send + Sync + std::fmt::Debug + 'static {
     ) -> BoxFuture<'_, Result<Arc<VerificationKey>, Rejection>>;
 
     /// The issuer's discovery metadata, when this source found its keys by discovery.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
         None
     }
@@ -78,6 +100,7 @@ impl<T: KeySource + ?Sized> KeySource for Arc<T> {
         (**self).lookup(kid, alg)
     }
 
+    #[cfg(feature = "remote")]
     fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
         (**self).issuer_metadata()
     }
@@ -96,6 +119,7 @@ impl<T: KeySource + ?Sized> KeySource for Box<T> {
         (**self).lookup(kid, alg)
     }
 
+    #[cfg(feature = "remote")]
     fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
         (**self).issuer_metadata()
     }

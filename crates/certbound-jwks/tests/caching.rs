@@ -1,5 +1,6 @@
 //! Cache lifetimes from `Cache-Control`, their bounds, and the background refresher's lifetime.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "remote")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Discovery, trust anchors and the first fetch, against a real HTTPS issuer on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "remote")]
 
 mod common;
 

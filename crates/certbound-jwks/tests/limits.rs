@@ -1,5 +1,6 @@
 //! Hostile or broken JWKS responses: oversized bodies, unusable keys.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "remote")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Outages: the cached set keeps answering until its maximum stale age; a slow issuer never
 //! delays the fast path, nor unknown-kid requests other than the one that fetches.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "remote")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Key rotation through unknown-kid refreshes, and the flood guard.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "remote")]
 
 mod common;
 

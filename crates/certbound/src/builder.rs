@@ -18,6 +18,22 @@
 //!     .await?;
 //! # let _ = auth; Ok(()) }
 //! ```
+//!
+//! With a [`KeySource`] for every issuer nothing needs the network, and
+//! [`build_static`](CertBoundBuilder::build_static) builds the layer without `async`:
+//!
+//! ```
+//! use certbound::{CertBound, StaticJwks};
+//!
+//! # fn doc() -> Result<(), Box<dyn std::error::Error>> {
+//! let auth = CertBound::builder()
+//!     .issuer("https://auth.example.com/")
+//!     .audience("https://api.example.com")
+//!     .key_source(StaticJwks::shared_secret("hs-1", [42u8; 32])?)
+//!     .build_static()?;
+//! # let _ = auth; Ok(()) }
+//! # doc().unwrap();
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +43,9 @@ use certbound_core::{
     Algorithm, BindingPolicy, TokenPolicy, Verifier, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY,
     DEFAULT_MAX_TOKEN_LEN,
 };
-use certbound_jwks::{KeySource, RemoteJwks};
+use certbound_jwks::KeySource;
+#[cfg(feature = "remote")]
+use certbound_jwks::RemoteJwks;
 
 use crate::authenticate::{system_clock, Authenticator, Clock};
 use crate::cache::{TokenCache, TokenCacheConfig};
@@ -50,6 +68,8 @@ pub enum BuildError {
     #[error("issuer {0} is configured twice")]
     DuplicateIssuer(String),
     /// Discovery or the first key fetch failed.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     #[error("keys for issuer {issuer}: {source}")]
     Keys {
         /// The issuer.
@@ -57,6 +77,28 @@ pub enum BuildError {
         /// What went wrong.
         #[source]
         source: certbound_jwks::BuildError,
+    },
+    /// An issuer's keys would come from the network (discovery from its URL), but certbound
+    /// was built without its `remote` feature.
+    #[error(
+        "issuer {issuer} has no key source: finding its keys by discovery needs certbound's \
+         `remote` feature (enable it, or give the issuer a .key_source(..))"
+    )]
+    RemoteDisabled {
+        /// The issuer.
+        issuer: String,
+    },
+    /// [`build_static`](CertBoundBuilder::build_static) was called, but an issuer's keys come
+    /// from the network (discovery or a `jwks_uri`), which only the async
+    /// [`build`](CertBoundBuilder::build) fetches.
+    #[error(
+        "issuer {issuer} has no static key source: its keys are fetched from the network \
+         (discovery or jwks_uri), so build the layer with .build().await, or give it a \
+         .key_source(..)"
+    )]
+    NotStatic {
+        /// The issuer.
+        issuer: String,
     },
 }
 
@@ -67,9 +109,10 @@ fn realm_default(audiences: &[String]) -> String {
 /// Where an issuer's keys come from.
 #[derive(Clone)]
 enum KeySpec {
-    /// OIDC / RFC 8414 discovery from the issuer URL.
+    /// OIDC / RFC 8414 discovery from the issuer URL (needs the `remote` feature).
     Discovery,
     /// A JWKS URL, fetched and cached.
+    #[cfg(feature = "remote")]
     JwksUri(String),
     /// A key source given by the user (e.g. [`StaticJwks`](crate::StaticJwks)).
     Source(Arc<dyn KeySource>),
@@ -93,7 +136,9 @@ impl std::fmt::Debug for TrustedIssuer {
 }
 
 impl TrustedIssuer {
-    /// An issuer whose keys are found by discovery, accepted for the main audience.
+    /// An issuer accepted for the main audience, whose keys are found by discovery (feature
+    /// `remote`) unless [`jwks_uri`](Self::jwks_uri) or [`key_source`](Self::key_source) says
+    /// otherwise.
     pub fn new(issuer: impl Into<String>) -> Self {
         Self {
             issuer: issuer.into(),
@@ -107,6 +152,8 @@ impl TrustedIssuer {
         self
     }
     /// Fetch keys from this JWKS URL instead of discovery.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.keys = KeySpec::JwksUri(uri.into());
         self
@@ -130,6 +177,7 @@ pub struct CertBoundBuilder {
     require_at_jwt: bool,
     realm: Option<String>,
     max_token_len: usize,
+    #[cfg(feature = "remote")]
     jwks_roots_pem: Option<Vec<u8>>,
     clock: Clock,
     forwarded: Option<ForwardedCertificates>,
@@ -164,6 +212,7 @@ impl Default for CertBoundBuilder {
             require_at_jwt: false,
             realm: None,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            #[cfg(feature = "remote")]
             jwks_roots_pem: None,
             clock: system_clock(),
             forwarded: None,
@@ -181,7 +230,9 @@ impl Default for CertBoundBuilder {
 impl CertBoundBuilder {
     /// The issuer whose tokens are accepted (`iss`, matched exactly). Unless
     /// [`jwks_uri`](Self::jwks_uri) or [`key_source`](Self::key_source) is given, its keys are
-    /// found by discovery (`/.well-known/openid-configuration`, then RFC 8414).
+    /// found by discovery (`/.well-known/openid-configuration`, then RFC 8414), which needs the
+    /// `remote` feature (on by default); without it, [`build`](Self::build) answers
+    /// [`BuildError::RemoteDisabled`].
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.main.issuer = issuer.into();
         self.main_issuer_set = true;
@@ -195,6 +246,8 @@ impl CertBoundBuilder {
     }
 
     /// Fetch the main issuer's keys from this JWKS URL (no discovery).
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn jwks_uri(mut self, uri: impl Into<String>) -> Self {
         self.main.keys = KeySpec::JwksUri(uri.into());
         self
@@ -207,6 +260,8 @@ impl CertBoundBuilder {
     }
 
     /// Extra trust anchors (PEM) for discovery and JWKS over HTTPS, for issuers with a private CA.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn jwks_root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.jwks_roots_pem = Some(pem.into());
         self
@@ -330,27 +385,61 @@ impl CertBoundBuilder {
     }
 
     /// Builds the layer: runs discovery and the first key fetch for remote issuers.
+    ///
+    /// Every configuration error is reported before anything is fetched. When every issuer
+    /// has a [`key_source`](Self::key_source), nothing is fetched and
+    /// [`build_static`](Self::build_static) does the same without `async`.
     pub async fn build(self) -> Result<CertBoundLayer, BuildError> {
+        let issuers = self.policies()?;
+        let mut keys = Vec::with_capacity(issuers.policies.len());
+        for spec in std::iter::once(&self.main).chain(&self.others) {
+            let source = self.key_source_for(spec).await?;
+            #[cfg(feature = "remote")]
+            self.check_advertised_binding(spec, &source);
+            keys.push(source);
+        }
+        self.finish(issuers, keys)
+    }
+
+    /// Builds the layer without `async`, when every issuer's keys are given as a
+    /// [`key_source`](Self::key_source) (e.g. [`StaticJwks`](crate::StaticJwks)) and nothing
+    /// needs the network. An issuer found by discovery or a `jwks_uri` is
+    /// [`BuildError::NotStatic`]: use [`build`](Self::build) for those.
+    pub fn build_static(self) -> Result<CertBoundLayer, BuildError> {
+        let issuers = self.policies()?;
+        let keys = std::iter::once(&self.main)
+            .chain(&self.others)
+            .map(|spec| match &spec.keys {
+                KeySpec::Source(source) => Ok(Arc::clone(source)),
+                _ => Err(BuildError::NotStatic {
+                    issuer: spec.issuer.clone(),
+                }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.finish(issuers, keys)
+    }
+
+    /// Checks the configuration and makes one token policy per issuer (main first).
+    fn policies(&self) -> Result<Issuers, BuildError> {
         if !self.main_issuer_set || self.main.issuer.is_empty() {
             return Err(BuildError::NoIssuer);
         }
         if self.algorithms.is_empty() {
             return Err(BuildError::NoAlgorithms);
         }
-        let main_audiences = self.main.audiences.clone();
+        let main_audiences = &self.main.audiences;
         let realm = match (&self.realm, main_audiences.first()) {
             (Some(realm), _) => realm.clone(),
             (None, Some(aud)) => aud.clone(),
             (None, None) => return Err(BuildError::NoAudience(self.main.issuer.clone())),
         };
         let mut policies: Vec<TokenPolicy> = Vec::with_capacity(1 + self.others.len());
-        let mut keys = Vec::with_capacity(1 + self.others.len());
         for spec in std::iter::once(&self.main).chain(&self.others) {
             if policies.iter().any(|p| p.issuer() == spec.issuer) {
                 return Err(BuildError::DuplicateIssuer(spec.issuer.clone()));
             }
             let audiences = if spec.audiences.is_empty() {
-                &main_audiences
+                main_audiences
             } else {
                 &spec.audiences
             };
@@ -364,26 +453,22 @@ impl CertBoundBuilder {
             for aud in rest {
                 policy = policy.add_audience(aud.clone());
             }
-            let source = self.key_source_for(spec).await?;
-            if let Some(metadata) = source.issuer_metadata() {
-                if self.binding == BindingPolicy::Required
-                    && !metadata.tls_client_certificate_bound_access_tokens()
-                {
-                    tracing::warn!(
-                        issuer = %spec.issuer,
-                        metadata_url = %metadata.metadata_url(),
-                        "binding is required but the issuer's metadata does not advertise \
-                         tls_client_certificate_bound_access_tokens: its tokens may carry no cnf and will be refused as unbound_token"
-                    );
-                }
-            }
             policies.push(policy);
-            keys.push(source);
         }
+        Ok(Issuers { realm, policies })
+    }
+
+    /// The layer, from the checked policies and one key source per issuer (same order).
+    fn finish(
+        self,
+        issuers: Issuers,
+        keys: Vec<Arc<dyn KeySource>>,
+    ) -> Result<CertBoundLayer, BuildError> {
+        let Issuers { realm, policies } = issuers;
         let mut metadata = crate::metadata::ResourceMetadata::new(
             self.resource
                 .clone()
-                .unwrap_or_else(|| realm_default(&main_audiences)),
+                .unwrap_or_else(|| realm_default(&self.main.audiences)),
         )
         .scopes_supported(self.scopes_supported.iter().cloned());
         for policy in &policies {
@@ -421,6 +506,25 @@ impl CertBoundBuilder {
         })
     }
 
+    /// Warns when binding is required but the issuer's discovery metadata does not advertise
+    /// certificate-bound tokens.
+    #[cfg(feature = "remote")]
+    fn check_advertised_binding(&self, spec: &TrustedIssuer, source: &Arc<dyn KeySource>) {
+        if let Some(metadata) = source.issuer_metadata() {
+            if self.binding == BindingPolicy::Required
+                && !metadata.tls_client_certificate_bound_access_tokens()
+            {
+                tracing::warn!(
+                    issuer = %spec.issuer,
+                    metadata_url = %metadata.metadata_url(),
+                    "binding is required but the issuer's metadata does not advertise \
+                     tls_client_certificate_bound_access_tokens: its tokens may carry no cnf and will be refused as unbound_token"
+                );
+            }
+        }
+    }
+
+    #[cfg(feature = "remote")]
     async fn key_source_for(&self, spec: &TrustedIssuer) -> Result<Arc<dyn KeySource>, BuildError> {
         let remote = match &spec.keys {
             KeySpec::Source(source) => return Ok(Arc::clone(source)),
@@ -436,5 +540,117 @@ impl CertBoundBuilder {
             source,
         })?;
         Ok(Arc::new(jwks))
+    }
+
+    #[cfg(not(feature = "remote"))]
+    async fn key_source_for(&self, spec: &TrustedIssuer) -> Result<Arc<dyn KeySource>, BuildError> {
+        match &spec.keys {
+            KeySpec::Source(source) => Ok(Arc::clone(source)),
+            KeySpec::Discovery => Err(BuildError::RemoteDisabled {
+                issuer: spec.issuer.clone(),
+            }),
+        }
+    }
+}
+
+/// The checked configuration of every issuer: the challenge realm and one policy per issuer.
+struct Issuers {
+    realm: String,
+    policies: Vec<TokenPolicy>,
+}
+
+#[cfg(test)]
+mod tests {
+    use certbound_jwks::StaticJwks;
+
+    use super::*;
+    use crate::CertBound;
+
+    fn keys() -> StaticJwks {
+        StaticJwks::shared_secret("k", [7u8; 32]).unwrap()
+    }
+
+    fn with_keys() -> CertBoundBuilder {
+        CertBound::builder()
+            .issuer("https://a.example/")
+            .audience("https://api.example")
+            .key_source(keys())
+    }
+
+    #[test]
+    fn build_static_needs_a_key_source_for_every_issuer() {
+        assert!(with_keys().build_static().is_ok());
+        assert!(with_keys()
+            .trusted_issuer(TrustedIssuer::new("https://b.example/").key_source(keys()))
+            .build_static()
+            .is_ok());
+
+        // An issuer left to discovery: not static, and the error says what to do.
+        let err = with_keys()
+            .trusted_issuer(TrustedIssuer::new("https://b.example/"))
+            .build_static()
+            .unwrap_err();
+        assert!(
+            matches!(&err, BuildError::NotStatic { issuer } if issuer == "https://b.example/"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains(".build().await"), "{err}");
+        let err = CertBound::builder()
+            .issuer("https://a.example/")
+            .audience("https://api.example")
+            .build_static()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::NotStatic { .. }), "{err:?}");
+
+        // Configuration errors are the same as build's.
+        let err = CertBound::builder()
+            .key_source(keys())
+            .build_static()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::NoIssuer), "{err:?}");
+        let err = with_keys()
+            .trusted_issuer(TrustedIssuer::new("https://a.example/").key_source(keys()))
+            .build_static()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::DuplicateIssuer(_)), "{err:?}");
+    }
+
+    #[cfg(feature = "remote")]
+    #[tokio::test]
+    async fn configuration_errors_come_before_any_fetch() {
+        // Nothing listens on port 1: had build fetched first, this would be BuildError::Keys.
+        let err = CertBound::builder()
+            .issuer("https://127.0.0.1:1/")
+            .audience("https://api.example")
+            .trusted_issuer(TrustedIssuer::new("https://127.0.0.1:1/"))
+            .build()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BuildError::DuplicateIssuer(_)), "{err:?}");
+        let err = CertBound::builder()
+            .issuer("https://127.0.0.1:1/")
+            .audience("https://api.example")
+            .jwks_uri("https://127.0.0.1:1/jwks")
+            .build_static()
+            .unwrap_err();
+        assert!(matches!(err, BuildError::NotStatic { .. }), "{err:?}");
+    }
+
+    #[cfg(not(feature = "remote"))]
+    #[tokio::test]
+    async fn without_remote_discovery_is_a_build_error_naming_the_feature() {
+        let err = CertBound::builder()
+            .issuer("https://a.example/")
+            .audience("https://api.example")
+            .build()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, BuildError::RemoteDisabled { issuer } if issuer == "https://a.example/"),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("`remote` feature"), "{err}");
+        // With a key source for every issuer, build works without the feature.
+        assert!(with_keys().build().await.is_ok());
     }
 }

@@ -171,13 +171,15 @@ impl<S> CertBound<S> {
 
 /// What the transport says about the connection a request arrived on.
 pub(crate) enum Transport {
-    /// The [`PeerCertificate`] extension (hyper-util loops, `certbound::tls::serve`) or axum's
-    /// `ConnectInfo<PeerCertificate>`: the peer and its certificate's thumbprint, if any.
+    /// The [`PeerCertificate`] extension (hyper-util loops, `certbound::tls::serve`), axum's
+    /// `ConnectInfo<PeerCertificate>`, or tonic's `TlsConnectInfo`: the peer (when known) and
+    /// its certificate's thumbprint, if it presented one.
     Tls {
-        peer: std::net::IpAddr,
+        peer: Option<std::net::IpAddr>,
         thumbprint: Option<Thumbprint>,
     },
-    /// axum's `ConnectInfo<SocketAddr>` (plain HTTP behind a proxy): the peer address only.
+    /// axum's `ConnectInfo<SocketAddr>` or tonic's `TcpConnectInfo` (plain HTTP behind a
+    /// proxy): the peer address only.
     Address(std::net::IpAddr),
     /// Nothing: the server was not wired to tell.
     Unknown,
@@ -186,7 +188,7 @@ pub(crate) enum Transport {
 pub(crate) fn connection(extensions: &http::Extensions) -> Transport {
     if let Some(peer) = extensions.get::<PeerCertificate>() {
         return Transport::Tls {
-            peer: peer.remote_addr().ip(),
+            peer: Some(peer.remote_addr().ip()),
             thumbprint: peer.thumbprint().copied(),
         };
     }
@@ -195,11 +197,33 @@ pub(crate) fn connection(extensions: &http::Extensions) -> Transport {
         use axum::extract::ConnectInfo;
         if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<PeerCertificate>>() {
             return Transport::Tls {
-                peer: peer.remote_addr().ip(),
+                peer: Some(peer.remote_addr().ip()),
                 thumbprint: peer.thumbprint().copied(),
             };
         }
         if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
+            return Transport::Address(addr.ip());
+        }
+    }
+    #[cfg(feature = "tonic")]
+    {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        if let Some(tls) = extensions.get::<TlsConnectInfo<TcpConnectInfo>>() {
+            // tonic builds this once per connection, inside its own `Connected` impl for the
+            // TLS stream, and offers no per-connection hook to a layer (the layered service is
+            // cloned per connection and per request before the connection info exists), so
+            // the leaf is hashed here, once per request: one SHA-256 over the leaf's DER.
+            return Transport::Tls {
+                peer: tls.get_ref().remote_addr().map(|addr| addr.ip()),
+                thumbprint: tls
+                    .peer_certs()
+                    .and_then(|chain| chain.first().map(|leaf| Thumbprint::of_der(leaf))),
+            };
+        }
+        if let Some(addr) = extensions
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr)
+        {
             return Transport::Address(addr.ip());
         }
     }
@@ -232,7 +256,7 @@ where
         let transport = connection(req.extensions());
         let tls = matches!(transport, Transport::Tls { .. });
         let (peer, tls_thumbprint) = match (transport, forwarding) {
-            (Transport::Tls { peer, thumbprint }, _) => (Some(peer), thumbprint),
+            (Transport::Tls { peer, thumbprint }, _) => (peer, thumbprint),
             (Transport::Address(peer), true) => (Some(peer), None),
             (Transport::Address(_) | Transport::Unknown, false) => {
                 return ResponseFuture::wiring(span, WiringError::NoTransport)

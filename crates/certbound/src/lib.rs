@@ -37,14 +37,32 @@
 //!
 //! The layer works with any tower service whose response body implements `Default` (axum,
 //! tonic, plain hyper). Requests that fail never reach the inner service.
+//!
+//! # Crate features
+//!
+//! | feature  | default | what it adds |
+//! |----------|---------|--------------|
+//! | `axum`   | on      | axum extractors for [`VerifiedToken`], `IntoResponse` for [`RejectionResponse`], and `ConnectInfo<PeerCertificate>` / `ConnectInfo<SocketAddr>` as sources of the client certificate and peer address. |
+//! | `remote` | on      | keys over the network: [`.issuer(url)`](CertBoundBuilder::issuer) discovery, `.jwks_uri(url)` and `RemoteJwks` (certbound-jwks' `remote` feature: reqwest + rustls, cached, rotated, stale-if-error). Without it no HTTP client is compiled; every issuer needs a [`.key_source(..)`](CertBoundBuilder::key_source), and an issuer left to discovery fails the build with [`BuildError::RemoteDisabled`]. |
+//! | `tonic`  | off     | the client certificate from tonic's own `transport::Server` TLS (`ServerTlsConfig`): the layer reads tonic's `TlsConnectInfo<TcpConnectInfo>` request extension (and `TcpConnectInfo` for the peer address behind a proxy). |
+//!
+//! A server with static keys and no axum:
+//!
+//! ```toml
+//! certbound = { version = "0.1", default-features = false }
+//! ```
+//!
+//! and [`CertBoundBuilder::build_static`] builds its layer without `async`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod authenticate;
 pub mod builder;
 pub mod cache;
 pub mod dpop;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
 pub mod layer;
 pub mod metadata;
@@ -59,9 +77,13 @@ pub use authenticate::Clock;
 pub use builder::{BuildError, CertBoundBuilder, TrustedIssuer};
 pub use cache::{TokenCacheConfig, TokenCacheStats};
 pub use certbound_core::{BindingPolicy, ClientCertificate, Rejection, Thumbprint};
-pub use certbound_jwks::{KeySource, RemoteJwks, StaticJwks};
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use certbound_jwks::RemoteJwks;
+pub use certbound_jwks::{KeySource, StaticJwks};
 pub use dpop::Dpop;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::TokenRejection;
 pub use layer::{CertBound, CertBoundLayer, ResponseFuture};
 pub use response::{rejection_response, rejection_response_with, RejectionResponse};

@@ -19,12 +19,14 @@ use http::{Response, StatusCode};
 #[non_exhaustive]
 pub enum WiringError {
     /// The request says nothing about the client certificate: no `PeerCertificate` extension,
-    /// no `ConnectInfo<PeerCertificate>`, and no forwarded-certificate source configured.
+    /// no `ConnectInfo<PeerCertificate>`, no tonic `TlsConnectInfo` (feature `tonic`), and no
+    /// forwarded-certificate source configured.
     #[error(
         "the request carries no client-certificate information: serve the app with \
          certbound::tls::serve(listener, app) (or axum::serve with \
          app.into_make_service_with_connect_info::<PeerCertificate>(), or insert each \
-         connection's PeerCertificate as a request extension in a hyper loop); behind a \
+         connection's PeerCertificate as a request extension in a hyper loop; with tonic's \
+         transport::Server and ServerTlsConfig, enable certbound's `tonic` feature); behind a \
          TLS-terminating proxy configure CertBoundBuilder::forwarded_certificates(..)"
     )]
     NoTransport,

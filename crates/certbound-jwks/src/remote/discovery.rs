@@ -73,9 +73,9 @@ pub(crate) async fn discover(
             .get(&url, "application/json")
             .await
             .and_then(|fetched| {
-                parse_object(&fetched.body).map_err(|e| FetchError::Metadata {
+                parse_object(&fetched.body).map_err(|source| FetchError::Metadata {
                     url: url.to_string(),
-                    reason: e.to_string(),
+                    source,
                 })
             });
         let document = match outcome {

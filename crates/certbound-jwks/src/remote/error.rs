@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 
+use certbound_core::jose::JsonError;
 use certbound_core::JwksError;
 
 /// Why a metadata or JWKS document could not be fetched. Fetch errors after `build` are not
@@ -77,12 +78,13 @@ pub enum FetchError {
         source: JwksError,
     },
     /// The metadata document is not a JSON object.
-    #[error("GET {url}: invalid authorization server metadata: {reason}")]
+    #[error("GET {url}: invalid authorization server metadata: {source}")]
     Metadata {
         /// The URL.
         url: String,
         /// Why.
-        reason: String,
+        #[source]
+        source: JsonError,
     },
 }
 

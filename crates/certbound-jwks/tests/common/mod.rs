@@ -6,9 +6,11 @@ use std::time::Duration;
 use certbound_core::{Algorithm, Thumbprint, UnverifiedToken, VerificationKey};
 use certbound_dev::issuer::TestIssuer;
 use certbound_dev::{bound_claims, SigningKey};
+#[cfg(feature = "remote")]
 use certbound_jwks::{RemoteJwks, RemoteJwksBuilder};
 
 /// A builder that trusts only the issuer's CA (hermetic: no system roots), with short timeouts.
+#[cfg(feature = "remote")]
 pub fn builder(issuer: &TestIssuer) -> RemoteJwksBuilder {
     RemoteJwks::builder()
         .issuer(issuer.issuer_url())

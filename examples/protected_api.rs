@@ -30,11 +30,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use certbound::core::forwarded::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound::tls::{
     load_ca_roots, load_certs, load_crls, load_private_key, server_config, ClientAuth, TlsListener,
 };
 use certbound::{BindingPolicy, CertBound, CertBoundBuilder, StaticJwks};
+use certbound::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound_core::{Algorithm, ClientCertificate};
 use certbound_dev::issuer::TestIssuer;
 use certbound_dev::{bound_claims, DevPki, SigningKey};

@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 
 use certbound::{CertBound, CertBoundLayer, Rejection, StaticJwks, Thumbprint};
-use certbound_core::forwarded::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound_core::Algorithm;
+use certbound_core::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound_dev::{bound_claims, jwks_document, CertAndKey, DevPki, SigningKey};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

@@ -84,7 +84,7 @@ impl DevStory {
     }
 
     /// The certbound layer for this issuer and audience.
-    pub async fn layer(&self) -> Result<CertBoundLayer, certbound::BuildError> {
+    pub async fn layer(&self) -> Result<CertBoundLayer, certbound::LayerBuildError> {
         certbound::CertBound::builder()
             .issuer(self.issuer.issuer_url())
             .audience(AUDIENCE)

@@ -15,13 +15,13 @@ use std::sync::OnceLock;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use certbound_core::forwarded::{
-    first_pem_certificate, percent_decode, ForwardedCertificates, ForwardedFormat, IpCidr,
-    DEFAULT_MAX_HEADER_LEN,
-};
+use certbound_core::__private::{first_pem_certificate, percent_decode};
 use certbound_core::{
     parse_authorization, Algorithm, BindingPolicy, KeySet, Rejection, Thumbprint, TokenPolicy,
     UnverifiedToken, VerificationKey, DEFAULT_ALGORITHMS, DEFAULT_MAX_TOKEN_LEN,
+};
+use certbound_core::{
+    ForwardedCertificates, ForwardedFormat, IpCidr, DEFAULT_MAX_FORWARDED_HEADER_LEN,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -367,7 +367,7 @@ pub fn forwarded(data: &[u8]) {
     let max = if flags & 4 != 0 {
         64
     } else {
-        DEFAULT_MAX_HEADER_LEN
+        DEFAULT_MAX_FORWARDED_HEADER_LEN
     };
     let source = ForwardedCertificates::new(
         format.clone(),
@@ -503,7 +503,7 @@ struct DpopFixture {
     key: jsonwebtoken::EncodingKey,
     jwk: Value,
     jkt: Thumbprint,
-    policy: certbound_core::dpop::DpopPolicy,
+    policy: certbound_core::DpopPolicy,
 }
 
 fn dpop_fixture() -> &'static DpopFixture {
@@ -516,13 +516,12 @@ fn dpop_fixture() -> &'static DpopFixture {
         for member in ["kid", "use", "alg", "key_ops"] {
             jwk.as_object_mut().expect("object").remove(member);
         }
-        let jkt =
-            certbound_core::dpop::jwk_thumbprint(jwk.as_object().expect("object")).expect("jkt");
+        let jkt = certbound_core::jwk_thumbprint(jwk.as_object().expect("object")).expect("jkt");
         DpopFixture {
             key,
             jwk,
             jkt,
-            policy: certbound_core::dpop::DpopPolicy::default(),
+            policy: certbound_core::DpopPolicy::default(),
         }
     })
 }
@@ -564,7 +563,7 @@ pub fn dpop_accepted(data: &[u8]) -> bool {
         }
         None => text.into_owned(),
     };
-    let request = certbound_core::dpop::ProofRequest::new("GET", DPOP_URL);
+    let request = certbound_core::ProofRequest::new("GET", DPOP_URL);
     let Ok(verified) = f.policy.verify_proof(&proof, DPOP_TOKEN, &request, NOW) else {
         return false;
     };
@@ -583,14 +582,14 @@ pub fn dpop_accepted(data: &[u8]) -> bool {
     assert_eq!(claims.get("htm").and_then(Value::as_str), Some("GET"));
     let htu = claims.get("htu").and_then(Value::as_str).expect("htu");
     assert_eq!(
-        certbound_core::dpop::normalize_htu(htu).as_deref(),
+        certbound_core::normalize_htu(htu).as_deref(),
         Some(DPOP_URL)
     );
     let iat = claims.get("iat").and_then(Value::as_f64).expect("iat");
     assert!((iat - NOW as f64).abs() <= 60.0, "iat {iat}");
     assert_eq!(
         claims.get("ath").and_then(Value::as_str),
-        Some(certbound_core::dpop::access_token_hash(DPOP_TOKEN).as_str())
+        Some(certbound_core::access_token_hash(DPOP_TOKEN).as_str())
     );
     assert!(claims
         .get("jti")

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use certbound::{BindingPolicy, CertBound, Rejection, StaticJwks, Thumbprint, VerifiedToken};
-use certbound_core::jose::parse_object;
+use certbound_core::__private::parse_object;
 use certbound_core::{Confirmation, UnverifiedToken, DEFAULT_LEEWAY};
 use serde_json::{Map, Value};
 

@@ -3,7 +3,7 @@
 //! `now`.
 //!
 //! ```
-//! use certbound_core::dpop::{normalize_htu, DpopPolicy, ProofRequest};
+//! use certbound_core::{normalize_htu, DpopPolicy, ProofRequest};
 //! use certbound_core::Rejection;
 //!
 //! // Scheme and host case and the default port do not matter; query and fragment are ignored.
@@ -451,7 +451,7 @@ mod tests {
 ///
 /// ```
 /// use std::time::Duration;
-/// use certbound_core::dpop::NonceKeys;
+/// use certbound_core::NonceKeys;
 ///
 /// let keys = NonceKeys::new(vec![[7u8; 32]], Duration::from_secs(300)).unwrap();
 /// let nonce = keys.issue(1_800_000_000, [1u8; 12]);
@@ -640,7 +640,7 @@ impl ReplayCheck {
 /// `None` when no usable host is known.
 ///
 /// ```
-/// use certbound_core::dpop::request_uri;
+/// use certbound_core::request_uri;
 /// use http::{HeaderMap, Uri};
 ///
 /// let uri: Uri = "/accounts?page=2".parse().unwrap();

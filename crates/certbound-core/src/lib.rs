@@ -44,24 +44,34 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod bearer;
-pub mod certificate;
-pub mod confirmation;
-pub mod dpop;
-pub mod forwarded;
-pub mod jose;
-pub mod keys;
-pub mod policy;
-pub mod rejection;
-pub mod thumbprint;
-pub mod verifier;
+// The modules are private: every public item is re-exported below, once, at the crate root.
+mod bearer;
+mod certificate;
+mod confirmation;
+mod dpop;
+mod forwarded;
+mod jose;
+mod keys;
+mod policy;
+mod rejection;
+mod thumbprint;
+mod verifier;
 
 pub use bearer::{bearer_token, parse_authorization, parse_scheme, Scheme};
 pub use certificate::ClientCertificate;
 pub use confirmation::{BindingPolicy, BindingPolicyError, Confirmation, Presented};
-pub use jose::{JoseHeader, UnverifiedToken};
+pub use dpop::{
+    access_token_hash, jwk_thumbprint, normalize_htu, request_uri, DpopPolicy, NonceKeyError,
+    NonceKeys, ProofRequest, ReplayCheck, VerifiedProof, DEFAULT_DPOP_ALGORITHMS,
+    DEFAULT_IAT_WINDOW, DEFAULT_MAX_PROOF_LEN, MAX_JTI_LEN,
+};
+pub use forwarded::{
+    CidrError, FormatSpecError, ForwardedCertificates, ForwardedFormat, ForwardedResult, IpCidr,
+    DEFAULT_MAX_FORWARDED_HEADER_LEN,
+};
+pub use jose::{JoseHeader, JsonError, UnverifiedToken};
 pub use keys::{
-    JwksError, KeyError, KeyLookupError, KeySet, MalformedJwks, ParsedJwks, SkippedKey,
+    Curve, JwksError, KeyError, KeyLookupError, KeySet, MalformedJwks, ParsedJwks, SkippedKey,
     VerificationKey, MIN_RSA_BITS,
 };
 pub use policy::{TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
@@ -70,6 +80,14 @@ pub use thumbprint::{Thumbprint, ThumbprintError};
 pub use verifier::{
     Accepted, Credentials, NeedKey, NoIssuer, OwnedCredentials, Step, Verified, Verifier,
 };
+
+/// Helpers for certbound's own fuzz harness and CLI (decoders exposed for their oracles and
+/// reports). Not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::forwarded::{first_pem_certificate, percent_decode};
+    pub use crate::jose::parse_object;
+}
 
 /// Re-export of the JWT algorithm type used throughout the API.
 pub use jsonwebtoken::Algorithm;

@@ -61,7 +61,7 @@ use crate::{
     VerifiedClaims, DEFAULT_MAX_TOKEN_LEN,
 };
 
-/// The decision for one request; see the [module docs](self).
+/// The decision for one request: resumable and sans-IO — see the crate documentation.
 #[derive(Debug, Clone)]
 pub struct Verifier {
     issuers: Vec<TokenPolicy>,
@@ -139,7 +139,7 @@ impl<'r> Credentials<'r> {
 
     /// The method (`GET`) and absolute URI the request was sent to, which a DPoP proof's `htm`
     /// and `htu` must name. The driver builds the URI from its public origin (see
-    /// [`dpop`](crate::dpop)); without it, a DPoP proof cannot be accepted.
+    /// [`request_uri`](crate::request_uri)); without it, a DPoP proof cannot be accepted.
     pub fn for_request(mut self, method: &'r str, uri: &'r str) -> Self {
         self.target = Some(ProofRequest::new(method, uri));
         self

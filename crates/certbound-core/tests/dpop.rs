@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use certbound_core::dpop::{access_token_hash, DpopPolicy, NonceKeys};
+use certbound_core::{access_token_hash, DpopPolicy, NonceKeys};
 use certbound_core::{
     Accepted, Algorithm, BindingPolicy, Credentials, KeySet, Rejection, Step, TokenPolicy, Verifier,
 };

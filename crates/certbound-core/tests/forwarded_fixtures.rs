@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use certbound_core::forwarded::{ForwardedCertificates, ForwardedFormat, IpCidr};
+use certbound_core::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound_core::{Rejection, Thumbprint};
 use certbound_dev::{CertAndKey, DevCa, KeyKind};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -146,7 +146,7 @@ fn alb_keeps_plus_literal() {
     // The trap: a form decoder turns '+' into ' ' and the DER changes. Show our decoder does not.
     let f = &fixtures()[0];
     assert!(f.leaf.cert_pem.contains('+'));
-    let decoded = certbound_core::forwarded::percent_decode(&escape_alb(&f.leaf.cert_pem)).unwrap();
+    let decoded = certbound_core::__private::percent_decode(&escape_alb(&f.leaf.cert_pem)).unwrap();
     assert_eq!(decoded, f.leaf.cert_pem.as_bytes());
 }
 

@@ -6,11 +6,11 @@
 use std::net::IpAddr;
 use std::sync::OnceLock;
 
-use certbound_core::forwarded::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound_core::{
-    jose, parse_authorization, Algorithm, BindingPolicy, Credentials, KeySet, Rejection, Step,
-    Thumbprint, TokenPolicy, UnverifiedToken, VerifiedClaims, Verifier,
+    __private::parse_object, parse_authorization, Algorithm, BindingPolicy, Credentials, KeySet,
+    Rejection, Step, Thumbprint, TokenPolicy, UnverifiedToken, VerifiedClaims, Verifier,
 };
+use certbound_core::{ForwardedCertificates, ForwardedFormat, IpCidr};
 use certbound_dev::SigningKey;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
@@ -156,7 +156,7 @@ proptest! {
         if let Ok(t) = UnverifiedToken::parse(&s) {
             let _ = TokenPolicy::new(ISS, AUD).check_header(t.header());
         }
-        let _ = jose::parse_object(&bytes);
+        let _ = parse_object(&bytes);
     }
 
     #[test]

@@ -11,13 +11,13 @@ use std::sync::OnceLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use certbound_core::forwarded::{
-    ForwardedCertificates, ForwardedFormat, IpCidr, DEFAULT_MAX_HEADER_LEN,
-};
 use certbound_core::{
     parse_authorization, Algorithm, BindingPolicy, Credentials, KeySet, Rejection, Step,
     Thumbprint, TokenPolicy, UnverifiedToken, VerificationKey, VerifiedClaims, Verifier,
     DEFAULT_MAX_TOKEN_LEN,
+};
+use certbound_core::{
+    ForwardedCertificates, ForwardedFormat, IpCidr, DEFAULT_MAX_FORWARDED_HEADER_LEN,
 };
 use certbound_dev::SigningKey;
 use http::{HeaderMap, HeaderValue};
@@ -1289,7 +1289,7 @@ fn the_forwarded_certificate_header_is_bounded() {
         vec!["10.0.0.0/8".parse::<IpCidr>().unwrap()],
     );
     let mut headers = HeaderMap::new();
-    let value = format!(":{}:", "A".repeat(DEFAULT_MAX_HEADER_LEN));
+    let value = format!(":{}:", "A".repeat(DEFAULT_MAX_FORWARDED_HEADER_LEN));
     headers.insert("client-cert", HeaderValue::from_str(&value).unwrap());
     assert_eq!(
         source.extract(&headers, Some("10.1.2.3".parse().unwrap())),

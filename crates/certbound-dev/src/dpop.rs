@@ -1,7 +1,7 @@
 //! DPoP client keys and proofs (RFC 9449 §4) for tests, the example and the CLI.
 //!
 //! ```
-//! use certbound_core::dpop::{DpopPolicy, ProofRequest};
+//! use certbound_core::{DpopPolicy, ProofRequest};
 //! use certbound_dev::dpop::DpopKey;
 //! use certbound_core::Algorithm;
 //!
@@ -16,7 +16,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use certbound_core::dpop::{access_token_hash, jwk_thumbprint};
+use certbound_core::{access_token_hash, jwk_thumbprint};
 use certbound_core::{Algorithm, Thumbprint};
 use serde_json::{json, Value};
 

@@ -59,7 +59,8 @@ pub mod static_jwks;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use remote::{
-    BuildError, CacheState, FetchError, IssuerMetadata, JwksStats, RemoteJwks, RemoteJwksBuilder,
+    CacheState, FetchError, IssuerMetadata, JwksStats, RemoteJwks, RemoteJwksBuildError,
+    RemoteJwksBuilder,
 };
 pub use static_jwks::{StaticJwks, StaticJwksError};
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use certbound_core::{Algorithm, Rejection};
 use certbound_dev::issuer::{FailureMode, TestIssuer};
 use certbound_dev::DevCa;
-use certbound_jwks::{BuildError, CacheState, FetchError, KeySource, RemoteJwks};
+use certbound_jwks::{CacheState, FetchError, KeySource, RemoteJwks, RemoteJwksBuildError};
 use common::{builder, eventually, issuer, key, verifies};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +54,7 @@ async fn issuer_mismatch_is_a_build_error_naming_both_values() {
     issuer.set_issuer_override(Some("https://evil.example".into()));
 
     let err = builder(&issuer).build().await.unwrap_err();
-    let BuildError::IssuerMismatch {
+    let RemoteJwksBuildError::IssuerMismatch {
         configured,
         advertised,
         ..
@@ -82,7 +82,10 @@ async fn issuer_mismatch_is_a_build_error_naming_both_values() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, BuildError::IssuerMismatch { .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteJwksBuildError::IssuerMismatch { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +117,7 @@ async fn discovery_failure_is_a_build_error_listing_both_attempts() {
     let b = builder(&issuer);
     issuer.stop().await;
     let err = b.build().await.unwrap_err();
-    let BuildError::Discovery { attempts, .. } = &err else {
+    let RemoteJwksBuildError::Discovery { attempts, .. } = &err else {
         panic!("expected Discovery, got {err:?}");
     };
     assert_eq!(attempts.len(), 2);
@@ -156,7 +159,7 @@ async fn a_private_ca_must_be_added_as_a_trust_anchor() {
         .build()
         .await
         .unwrap_err();
-    let BuildError::InitialFetch(FetchError::UntrustedCertificate { .. }) = &err else {
+    let RemoteJwksBuildError::InitialFetch(FetchError::UntrustedCertificate { .. }) = &err else {
         panic!("expected an untrusted certificate, got {err:?}");
     };
     assert!(
@@ -171,9 +174,9 @@ async fn a_private_ca_must_be_added_as_a_trust_anchor() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, BuildError::Discovery { attempts, .. }
+        matches!(&err, RemoteJwksBuildError::Discovery { attempts, .. }
             if attempts.iter().all(|(_, e)| matches!(e, FetchError::UntrustedCertificate { .. })))
-            || matches!(err, BuildError::NoTrustAnchors),
+            || matches!(err, RemoteJwksBuildError::NoTrustAnchors),
         "{err:?}"
     );
 
@@ -190,20 +193,26 @@ async fn a_private_ca_must_be_added_as_a_trust_anchor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_is_refused() {
     let err = RemoteJwks::builder().build().await.unwrap_err();
-    assert!(matches!(err, BuildError::NoSource), "{err:?}");
+    assert!(matches!(err, RemoteJwksBuildError::NoSource), "{err:?}");
     let err = RemoteJwks::builder()
         .issuer("http://auth.example.com")
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, BuildError::InsecureUrl { .. }), "{err:?}");
+    assert!(
+        matches!(err, RemoteJwksBuildError::InsecureUrl { .. }),
+        "{err:?}"
+    );
     let err = RemoteJwks::builder()
         .jwks_uri("https://auth.example.com/jwks")
         .cache_ttl_bounds(Duration::from_secs(60), Duration::from_secs(10))
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(err, BuildError::InvalidConfig(_)), "{err:?}");
+    assert!(
+        matches!(err, RemoteJwksBuildError::InvalidConfig(_)),
+        "{err:?}"
+    );
     let err = RemoteJwks::builder()
         .jwks_uri("https://auth.example.com/jwks")
         .system_roots(false)
@@ -212,7 +221,7 @@ async fn bad_configuration_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, BuildError::ExtraRootCertificates(_)),
+        matches!(err, RemoteJwksBuildError::ExtraRootCertificates(_)),
         "{err:?}"
     );
 }
@@ -231,7 +240,7 @@ async fn failed_initial_fetch_means_503_until_a_retry_succeeds() {
     assert!(
         matches!(
             err,
-            BuildError::InitialFetch(FetchError::Status { status: 500, .. })
+            RemoteJwksBuildError::InitialFetch(FetchError::Status { status: 500, .. })
         ),
         "{err:?}"
     );

@@ -6,7 +6,7 @@ mod common;
 
 use certbound_core::{Algorithm, JwksError, Rejection};
 use certbound_dev::issuer::FailureMode;
-use certbound_jwks::{BuildError, FetchError, KeySource};
+use certbound_jwks::{FetchError, KeySource, RemoteJwksBuildError};
 use common::{builder, issuer, key};
 use serde_json::json;
 
@@ -59,7 +59,10 @@ async fn oversized_responses_fail_the_fetch() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, BuildError::InitialFetch(FetchError::TooLarge { .. })),
+        matches!(
+            err,
+            RemoteJwksBuildError::InitialFetch(FetchError::TooLarge { .. })
+        ),
         "{err:?}"
     );
 }
@@ -109,7 +112,10 @@ async fn unusable_keys_are_skipped_and_a_set_without_usable_keys_is_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, BuildError::InitialFetch(FetchError::Jwks { .. })),
+        matches!(
+            err,
+            RemoteJwksBuildError::InitialFetch(FetchError::Jwks { .. })
+        ),
         "{err:?}"
     );
 }

@@ -5,8 +5,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use certbound_core::dpop::request_uri;
-use certbound_core::forwarded::ForwardedCertificates;
+use certbound_core::request_uri;
+use certbound_core::ForwardedCertificates;
 use certbound_core::{
     Accepted, Credentials, NeedKey, Rejection, Scheme, Step, Thumbprint, Verifier,
 };

@@ -4,7 +4,7 @@
 //! use std::time::Duration;
 //! use certbound::{BindingPolicy, CertBound, TrustedIssuer};
 //!
-//! # async fn doc() -> Result<(), certbound::BuildError> {
+//! # async fn doc() -> Result<(), certbound::LayerBuildError> {
 //! let auth = CertBound::builder()
 //!     .issuer("https://auth.example.com/")             // discovery → jwks_uri → keys, cached
 //!     .audience("https://api.example.com")
@@ -38,7 +38,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certbound_core::forwarded::ForwardedCertificates;
+use certbound_core::ForwardedCertificates;
 use certbound_core::{
     Algorithm, BindingPolicy, TokenPolicy, Verifier, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY,
     DEFAULT_MAX_TOKEN_LEN,
@@ -54,7 +54,7 @@ use crate::CertBoundLayer;
 /// Why the layer could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BuildError {
+pub enum LayerBuildError {
     /// No issuer was configured.
     #[error("no issuer configured: call .issuer(url)")]
     NoIssuer,
@@ -76,7 +76,7 @@ pub enum BuildError {
         issuer: String,
         /// What went wrong.
         #[source]
-        source: certbound_jwks::BuildError,
+        source: certbound_jwks::RemoteJwksBuildError,
     },
     /// An issuer's keys would come from the network (discovery from its URL), but certbound
     /// was built without its `remote` feature.
@@ -232,7 +232,7 @@ impl CertBoundBuilder {
     /// [`jwks_uri`](Self::jwks_uri) or [`key_source`](Self::key_source) is given, its keys are
     /// found by discovery (`/.well-known/openid-configuration`, then RFC 8414), which needs the
     /// `remote` feature (on by default); without it, [`build`](Self::build) answers
-    /// [`BuildError::RemoteDisabled`].
+    /// [`LayerBuildError::RemoteDisabled`].
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.main.issuer = issuer.into();
         self.main_issuer_set = true;
@@ -389,7 +389,7 @@ impl CertBoundBuilder {
     /// Every configuration error is reported before anything is fetched. When every issuer
     /// has a [`key_source`](Self::key_source), nothing is fetched and
     /// [`build_static`](Self::build_static) does the same without `async`.
-    pub async fn build(self) -> Result<CertBoundLayer, BuildError> {
+    pub async fn build(self) -> Result<CertBoundLayer, LayerBuildError> {
         let issuers = self.policies()?;
         let mut keys = Vec::with_capacity(issuers.policies.len());
         for spec in std::iter::once(&self.main).chain(&self.others) {
@@ -404,14 +404,14 @@ impl CertBoundBuilder {
     /// Builds the layer without `async`, when every issuer's keys are given as a
     /// [`key_source`](Self::key_source) (e.g. [`StaticJwks`](crate::StaticJwks)) and nothing
     /// needs the network. An issuer found by discovery or a `jwks_uri` is
-    /// [`BuildError::NotStatic`]: use [`build`](Self::build) for those.
-    pub fn build_static(self) -> Result<CertBoundLayer, BuildError> {
+    /// [`LayerBuildError::NotStatic`]: use [`build`](Self::build) for those.
+    pub fn build_static(self) -> Result<CertBoundLayer, LayerBuildError> {
         let issuers = self.policies()?;
         let keys = std::iter::once(&self.main)
             .chain(&self.others)
             .map(|spec| match &spec.keys {
                 KeySpec::Source(source) => Ok(Arc::clone(source)),
-                _ => Err(BuildError::NotStatic {
+                _ => Err(LayerBuildError::NotStatic {
                     issuer: spec.issuer.clone(),
                 }),
             })
@@ -420,23 +420,23 @@ impl CertBoundBuilder {
     }
 
     /// Checks the configuration and makes one token policy per issuer (main first).
-    fn policies(&self) -> Result<Issuers, BuildError> {
+    fn policies(&self) -> Result<Issuers, LayerBuildError> {
         if !self.main_issuer_set || self.main.issuer.is_empty() {
-            return Err(BuildError::NoIssuer);
+            return Err(LayerBuildError::NoIssuer);
         }
         if self.algorithms.is_empty() {
-            return Err(BuildError::NoAlgorithms);
+            return Err(LayerBuildError::NoAlgorithms);
         }
         let main_audiences = &self.main.audiences;
         let realm = match (&self.realm, main_audiences.first()) {
             (Some(realm), _) => realm.clone(),
             (None, Some(aud)) => aud.clone(),
-            (None, None) => return Err(BuildError::NoAudience(self.main.issuer.clone())),
+            (None, None) => return Err(LayerBuildError::NoAudience(self.main.issuer.clone())),
         };
         let mut policies: Vec<TokenPolicy> = Vec::with_capacity(1 + self.others.len());
         for spec in std::iter::once(&self.main).chain(&self.others) {
             if policies.iter().any(|p| p.issuer() == spec.issuer) {
-                return Err(BuildError::DuplicateIssuer(spec.issuer.clone()));
+                return Err(LayerBuildError::DuplicateIssuer(spec.issuer.clone()));
             }
             let audiences = if spec.audiences.is_empty() {
                 main_audiences
@@ -445,7 +445,7 @@ impl CertBoundBuilder {
             };
             let (first, rest) = audiences
                 .split_first()
-                .ok_or_else(|| BuildError::NoAudience(spec.issuer.clone()))?;
+                .ok_or_else(|| LayerBuildError::NoAudience(spec.issuer.clone()))?;
             let mut policy = TokenPolicy::new(spec.issuer.clone(), first.clone())
                 .algorithms(self.algorithms.iter().copied())
                 .leeway(self.leeway)
@@ -463,7 +463,7 @@ impl CertBoundBuilder {
         self,
         issuers: Issuers,
         keys: Vec<Arc<dyn KeySource>>,
-    ) -> Result<CertBoundLayer, BuildError> {
+    ) -> Result<CertBoundLayer, LayerBuildError> {
         let Issuers { realm, policies } = issuers;
         let mut metadata = crate::metadata::ResourceMetadata::new(
             self.resource
@@ -475,7 +475,7 @@ impl CertBoundBuilder {
             metadata = metadata.authorization_server(policy.issuer());
         }
         let mut verifier = Verifier::new(policies, self.binding)
-            .map_err(|_| BuildError::NoIssuer)?
+            .map_err(|_| LayerBuildError::NoIssuer)?
             .max_token_len(self.max_token_len);
         if let Some(dpop) = &self.dpop {
             verifier = verifier.dpop(dpop.policy.clone());
@@ -525,7 +525,10 @@ impl CertBoundBuilder {
     }
 
     #[cfg(feature = "remote")]
-    async fn key_source_for(&self, spec: &TrustedIssuer) -> Result<Arc<dyn KeySource>, BuildError> {
+    async fn key_source_for(
+        &self,
+        spec: &TrustedIssuer,
+    ) -> Result<Arc<dyn KeySource>, LayerBuildError> {
         let remote = match &spec.keys {
             KeySpec::Source(source) => return Ok(Arc::clone(source)),
             KeySpec::Discovery => RemoteJwks::builder().issuer(spec.issuer.clone()),
@@ -535,18 +538,24 @@ impl CertBoundBuilder {
             Some(pem) => remote.extra_root_certificates_pem(pem.clone()),
             None => remote,
         };
-        let jwks = remote.build().await.map_err(|source| BuildError::Keys {
-            issuer: spec.issuer.clone(),
-            source,
-        })?;
+        let jwks = remote
+            .build()
+            .await
+            .map_err(|source| LayerBuildError::Keys {
+                issuer: spec.issuer.clone(),
+                source,
+            })?;
         Ok(Arc::new(jwks))
     }
 
     #[cfg(not(feature = "remote"))]
-    async fn key_source_for(&self, spec: &TrustedIssuer) -> Result<Arc<dyn KeySource>, BuildError> {
+    async fn key_source_for(
+        &self,
+        spec: &TrustedIssuer,
+    ) -> Result<Arc<dyn KeySource>, LayerBuildError> {
         match &spec.keys {
             KeySpec::Source(source) => Ok(Arc::clone(source)),
-            KeySpec::Discovery => Err(BuildError::RemoteDisabled {
+            KeySpec::Discovery => Err(LayerBuildError::RemoteDisabled {
                 issuer: spec.issuer.clone(),
             }),
         }
@@ -591,7 +600,7 @@ mod tests {
             .build_static()
             .unwrap_err();
         assert!(
-            matches!(&err, BuildError::NotStatic { issuer } if issuer == "https://b.example/"),
+            matches!(&err, LayerBuildError::NotStatic { issuer } if issuer == "https://b.example/"),
             "{err:?}"
         );
         assert!(err.to_string().contains(".build().await"), "{err}");
@@ -600,25 +609,28 @@ mod tests {
             .audience("https://api.example")
             .build_static()
             .unwrap_err();
-        assert!(matches!(err, BuildError::NotStatic { .. }), "{err:?}");
+        assert!(matches!(err, LayerBuildError::NotStatic { .. }), "{err:?}");
 
         // Configuration errors are the same as build's.
         let err = CertBound::builder()
             .key_source(keys())
             .build_static()
             .unwrap_err();
-        assert!(matches!(err, BuildError::NoIssuer), "{err:?}");
+        assert!(matches!(err, LayerBuildError::NoIssuer), "{err:?}");
         let err = with_keys()
             .trusted_issuer(TrustedIssuer::new("https://a.example/").key_source(keys()))
             .build_static()
             .unwrap_err();
-        assert!(matches!(err, BuildError::DuplicateIssuer(_)), "{err:?}");
+        assert!(
+            matches!(err, LayerBuildError::DuplicateIssuer(_)),
+            "{err:?}"
+        );
     }
 
     #[cfg(feature = "remote")]
     #[tokio::test]
     async fn configuration_errors_come_before_any_fetch() {
-        // Nothing listens on port 1: had build fetched first, this would be BuildError::Keys.
+        // Nothing listens on port 1: had build fetched first, this would be LayerBuildError::Keys.
         let err = CertBound::builder()
             .issuer("https://127.0.0.1:1/")
             .audience("https://api.example")
@@ -626,14 +638,17 @@ mod tests {
             .build()
             .await
             .unwrap_err();
-        assert!(matches!(err, BuildError::DuplicateIssuer(_)), "{err:?}");
+        assert!(
+            matches!(err, LayerBuildError::DuplicateIssuer(_)),
+            "{err:?}"
+        );
         let err = CertBound::builder()
             .issuer("https://127.0.0.1:1/")
             .audience("https://api.example")
             .jwks_uri("https://127.0.0.1:1/jwks")
             .build_static()
             .unwrap_err();
-        assert!(matches!(err, BuildError::NotStatic { .. }), "{err:?}");
+        assert!(matches!(err, LayerBuildError::NotStatic { .. }), "{err:?}");
     }
 
     #[cfg(not(feature = "remote"))]
@@ -646,7 +661,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&err, BuildError::RemoteDisabled { issuer } if issuer == "https://a.example/"),
+            matches!(&err, LayerBuildError::RemoteDisabled { issuer } if issuer == "https://a.example/"),
             "{err:?}"
         );
         assert!(err.to_string().contains("`remote` feature"), "{err}");

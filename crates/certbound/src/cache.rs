@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use certbound::{CertBound, TokenCacheConfig};
-//! # async fn doc(keys: certbound::StaticJwks) -> Result<(), certbound::BuildError> {
+//! # async fn doc(keys: certbound::StaticJwks) -> Result<(), certbound::LayerBuildError> {
 //! let auth = CertBound::builder()
 //!     .issuer("https://auth.example.com/")
 //!     .audience("https://api.example.com")

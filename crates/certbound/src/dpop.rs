@@ -2,8 +2,8 @@
 //!
 //! ```
 //! use certbound::{CertBound, Dpop};
-//! use certbound::core::dpop::NonceKeys;
-//! # async fn doc(keys: certbound::StaticJwks) -> Result<(), certbound::BuildError> {
+//! use certbound::NonceKeys;
+//! # async fn doc(keys: certbound::StaticJwks) -> Result<(), certbound::LayerBuildError> {
 //! let auth = CertBound::builder()
 //!     .issuer("https://auth.example.com/")
 //!     .audience("https://api.example.com")
@@ -25,8 +25,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use certbound_core::dpop::{DpopPolicy, NonceKeys};
 use certbound_core::Algorithm;
+use certbound_core::{DpopPolicy, NonceKeys};
 
 use crate::replay::{MemoryReplayStore, ReplayStore};
 

@@ -15,7 +15,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let issuer_key = SigningKey::generate("k1", certbound::core::Algorithm::ES256)?;
+//! let issuer_key = SigningKey::generate("k1", certbound::Algorithm::ES256)?;
 //! let auth = CertBound::builder()
 //!     .issuer("https://auth.example.com/")
 //!     .audience("https://api.example.com")

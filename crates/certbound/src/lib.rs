@@ -43,7 +43,7 @@
 //! | feature  | default | what it adds |
 //! |----------|---------|--------------|
 //! | `axum`   | on      | axum extractors for [`VerifiedToken`], `IntoResponse` for [`RejectionResponse`], and `ConnectInfo<PeerCertificate>` / `ConnectInfo<SocketAddr>` as sources of the client certificate and peer address. |
-//! | `remote` | on      | keys over the network: [`.issuer(url)`](CertBoundBuilder::issuer) discovery, `.jwks_uri(url)` and `RemoteJwks` (certbound-jwks' `remote` feature: reqwest + rustls, cached, rotated, stale-if-error). Without it no HTTP client is compiled; every issuer needs a [`.key_source(..)`](CertBoundBuilder::key_source), and an issuer left to discovery fails the build with [`BuildError::RemoteDisabled`]. |
+//! | `remote` | on      | keys over the network: [`.issuer(url)`](CertBoundBuilder::issuer) discovery, `.jwks_uri(url)` and `RemoteJwks` (certbound-jwks' `remote` feature: reqwest + rustls, cached, rotated, stale-if-error). Without it no HTTP client is compiled; every issuer needs a [`.key_source(..)`](CertBoundBuilder::key_source), and an issuer left to discovery fails the build with [`LayerBuildError::RemoteDisabled`]. |
 //! | `tonic`  | off     | the client certificate from tonic's own `transport::Server` TLS (`ServerTlsConfig`): the layer reads tonic's `TlsConnectInfo<TcpConnectInfo>` request extension (and `TcpConnectInfo` for the peer address behind a proxy). |
 //!
 //! A server with static keys and no axum:
@@ -74,9 +74,12 @@ mod warn_limit;
 pub mod wiring;
 
 pub use authenticate::Clock;
-pub use builder::{BuildError, CertBoundBuilder, TrustedIssuer};
+pub use builder::{CertBoundBuilder, LayerBuildError, TrustedIssuer};
 pub use cache::{TokenCacheConfig, TokenCacheStats};
-pub use certbound_core::{BindingPolicy, ClientCertificate, Rejection, Thumbprint};
+pub use certbound_core::{
+    Algorithm, BindingPolicy, ClientCertificate, Confirmation, ErrorClass, ForwardedCertificates,
+    ForwardedFormat, IpCidr, NonceKeys, Rejection, Scheme, Thumbprint, VerifiedClaims,
+};
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use certbound_jwks::RemoteJwks;
@@ -90,10 +93,9 @@ pub use response::{rejection_response, rejection_response_with, RejectionRespons
 pub use token::{NoCustomClaims, VerifiedToken};
 pub use wiring::WiringError;
 
-/// The sans-IO core: thumbprints, bearer extraction, token policy, rejections.
-pub use certbound_core as core;
-/// Key sources: static and remote JWKS.
-pub use certbound_jwks as jwks;
+#[cfg(feature = "remote")]
+#[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+pub use certbound_jwks::{IssuerMetadata, JwksStats, RemoteJwksBuilder};
 /// Mutual-TLS server configurations, the listener that attaches [`tls::PeerCertificate`], and
 /// [`tls::serve`] with HTTP timeouts.
 pub use certbound_tls as tls;

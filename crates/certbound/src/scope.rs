@@ -21,7 +21,7 @@
 //! use tower::ServiceExt as _;
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
-//! # let key = certbound_dev::SigningKey::generate("k", certbound::core::Algorithm::ES256).unwrap();
+//! # let key = certbound_dev::SigningKey::generate("k", certbound::Algorithm::ES256).unwrap();
 //! # let keys = certbound::StaticJwks::from_jwks(certbound_dev::jwks_document(&[&key]).to_string()).unwrap();
 //! # let auth = certbound::CertBound::builder().issuer("https://issuer.example/")
 //! #     .audience("https://api.example").key_source(keys).build().await.unwrap();

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use certbound::core::forwarded::{ForwardedCertificates, ForwardedFormat};
 use certbound::CertBound;
 use certbound::StaticJwks;
+use certbound::{ForwardedCertificates, ForwardedFormat};
 use certbound_core::Algorithm;
 use certbound_dev::{jwks_document, SigningKey};
 use common::{Logs, AUDIENCE, ISSUER};

@@ -106,7 +106,7 @@ impl ForwardedFormat {
     /// `auth0-edge-verified`, `xfcc-hash-only`. Also available as [`str::parse`].
     ///
     /// ```
-    /// use certbound_core::forwarded::{ForwardedFormat, FormatSpecError};
+    /// use certbound_core::{ForwardedFormat, FormatSpecError};
     ///
     /// assert_eq!(ForwardedFormat::parse_spec("rfc9440"), Ok(ForwardedFormat::Rfc9440));
     /// assert_eq!(

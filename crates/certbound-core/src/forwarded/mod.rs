@@ -6,7 +6,7 @@
 //! ignoring it, which would hide a misconfigured proxy. See [`ForwardedCertificates::extract`].
 //!
 //! ```
-//! use certbound_core::forwarded::{ForwardedCertificates, ForwardedFormat, IpCidr};
+//! use certbound_core::{ForwardedCertificates, ForwardedFormat, IpCidr};
 //! use http::HeaderMap;
 //!
 //! let source = ForwardedCertificates::new(
@@ -33,5 +33,5 @@ mod xfcc;
 
 pub use formats::{first_pem_certificate, percent_decode, FormatSpecError, ForwardedFormat};
 pub use trust::{
-    CidrError, ForwardedCertificates, ForwardedResult, IpCidr, DEFAULT_MAX_HEADER_LEN,
+    CidrError, ForwardedCertificates, ForwardedResult, IpCidr, DEFAULT_MAX_FORWARDED_HEADER_LEN,
 };

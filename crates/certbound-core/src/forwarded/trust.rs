@@ -12,7 +12,7 @@ use super::formats::ForwardedFormat;
 use crate::{Rejection, Thumbprint};
 
 /// Default upper bound on one forwarded certificate header value, in bytes.
-pub const DEFAULT_MAX_HEADER_LEN: usize = 16 * 1024;
+pub const DEFAULT_MAX_FORWARDED_HEADER_LEN: usize = 16 * 1024;
 
 /// An IPv4 or IPv6 network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address is a
 /// single host).
@@ -106,7 +106,7 @@ impl ForwardedCertificates {
             format,
             header,
             trusted,
-            max_len: DEFAULT_MAX_HEADER_LEN,
+            max_len: DEFAULT_MAX_FORWARDED_HEADER_LEN,
             xfcc_hops: 1,
         }
     }

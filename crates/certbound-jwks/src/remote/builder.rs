@@ -13,10 +13,10 @@ use tokio::time::Instant;
 use super::freshness::CachePolicy;
 use super::http::{HttpClient, HttpConfig};
 use super::{
-    discovery, refresh_task, BuildError, FetchState, Inner, RemoteJwks, Trigger, BACKOFF_INITIAL,
-    BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_STALE,
-    DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_TIMEOUT, DEFAULT_TTL, DEFAULT_UNKNOWN_KID_COOLDOWN,
-    NEVER,
+    discovery, refresh_task, FetchState, Inner, RemoteJwks, RemoteJwksBuildError, Trigger,
+    BACKOFF_INITIAL, BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_MAX_STALE, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_TIMEOUT, DEFAULT_TTL,
+    DEFAULT_UNKNOWN_KID_COOLDOWN, NEVER,
 };
 
 /// Configures and builds a [`RemoteJwks`].
@@ -172,21 +172,23 @@ impl RemoteJwksBuilder {
 
     /// Runs discovery (if configured), fetches the keys once, and starts the background
     /// refresher on the current tokio runtime.
-    pub async fn build(self) -> Result<RemoteJwks, BuildError> {
+    pub async fn build(self) -> Result<RemoteJwks, RemoteJwksBuildError> {
         if self.min_ttl < Duration::from_secs(1) {
-            return Err(BuildError::InvalidConfig(
+            return Err(RemoteJwksBuildError::InvalidConfig(
                 "the minimum cache lifetime must be at least 1 second",
             ));
         }
         if self.min_ttl > self.max_ttl {
-            return Err(BuildError::InvalidConfig(
+            return Err(RemoteJwksBuildError::InvalidConfig(
                 "the minimum cache lifetime is above the maximum",
             ));
         }
         if self.max_response_size == 0 {
-            return Err(BuildError::InvalidConfig("the response size limit is zero"));
+            return Err(RemoteJwksBuildError::InvalidConfig(
+                "the response size limit is zero",
+            ));
         }
-        let source = self.source.clone().ok_or(BuildError::NoSource)?;
+        let source = self.source.clone().ok_or(RemoteJwksBuildError::NoSource)?;
         let configured = match &source {
             Source::Issuer(issuer) => discovery::check_url(issuer, true)?,
             Source::JwksUri(uri) => discovery::check_url(uri, false)?,
@@ -242,7 +244,7 @@ impl RemoteJwksBuilder {
         };
         if let Err(error) = initial {
             if self.require_initial_keys {
-                return Err(BuildError::InitialFetch(error));
+                return Err(RemoteJwksBuildError::InitialFetch(error));
             }
             tracing::warn!(
                 url = %inner.jwks_uri,

@@ -2,12 +2,12 @@
 
 use std::net::IpAddr;
 
-use certbound_core::jose::parse_object;
+use certbound_core::__private::parse_object;
 use reqwest::Url;
 use serde_json::{Map, Value};
 
 use super::http::HttpClient;
-use super::{BuildError, FetchError};
+use super::{FetchError, RemoteJwksBuildError};
 
 /// The metadata an issuer publishes about itself, as found by discovery.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ pub(crate) async fn discover(
     http: &HttpClient,
     issuer: &str,
     issuer_url: &Url,
-) -> Result<IssuerMetadata, BuildError> {
+) -> Result<IssuerMetadata, RemoteJwksBuildError> {
     let mut attempts = Vec::new();
     for url in well_known_urls(issuer_url) {
         let started = std::time::Instant::now();
@@ -93,7 +93,7 @@ pub(crate) async fn discover(
         };
         return metadata_from(issuer, issuer_url, &url, document);
     }
-    Err(BuildError::Discovery {
+    Err(RemoteJwksBuildError::Discovery {
         issuer: issuer.to_owned(),
         attempts,
     })
@@ -104,10 +104,10 @@ fn metadata_from(
     issuer_url: &Url,
     url: &Url,
     document: Map<String, Value>,
-) -> Result<IssuerMetadata, BuildError> {
+) -> Result<IssuerMetadata, RemoteJwksBuildError> {
     let advertised = document.get("issuer").and_then(Value::as_str);
     if advertised != Some(issuer) {
-        return Err(BuildError::IssuerMismatch {
+        return Err(RemoteJwksBuildError::IssuerMismatch {
             configured: issuer.to_owned(),
             advertised: match document.get("issuer") {
                 Some(Value::String(s)) => s.clone(),
@@ -118,11 +118,11 @@ fn metadata_from(
         });
     }
     let Some(jwks_uri) = document.get("jwks_uri").and_then(Value::as_str) else {
-        return Err(BuildError::MissingJwksUri {
+        return Err(RemoteJwksBuildError::MissingJwksUri {
             metadata_url: url.to_string(),
         });
     };
-    let parsed = Url::parse(jwks_uri).map_err(|e| BuildError::InvalidUrl {
+    let parsed = Url::parse(jwks_uri).map_err(|e| RemoteJwksBuildError::InvalidUrl {
         url: jwks_uri.to_owned(),
         reason: e.to_string(),
     })?;
@@ -130,7 +130,7 @@ fn metadata_from(
     let allowed = parsed.scheme() == "https"
         || (parsed.scheme() == "http" && issuer_url.scheme() == "http" && is_loopback(&parsed));
     if !allowed {
-        return Err(BuildError::InsecureUrl {
+        return Err(RemoteJwksBuildError::InsecureUrl {
             url: jwks_uri.to_owned(),
         });
     }
@@ -168,12 +168,12 @@ pub(crate) fn is_loopback(url: &Url) -> bool {
 
 /// Parses a configured URL: `https`, or `http` to a loopback host (local testing only); no
 /// fragment; for issuers (RFC 8414 §2) no query either.
-pub(crate) fn check_url(url: &str, is_issuer: bool) -> Result<Url, BuildError> {
-    let parsed = Url::parse(url).map_err(|e| BuildError::InvalidUrl {
+pub(crate) fn check_url(url: &str, is_issuer: bool) -> Result<Url, RemoteJwksBuildError> {
+    let parsed = Url::parse(url).map_err(|e| RemoteJwksBuildError::InvalidUrl {
         url: url.to_owned(),
         reason: e.to_string(),
     })?;
-    let invalid = |reason: &str| BuildError::InvalidUrl {
+    let invalid = |reason: &str| RemoteJwksBuildError::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
@@ -183,7 +183,7 @@ pub(crate) fn check_url(url: &str, is_issuer: bool) -> Result<Url, BuildError> {
         _ => false,
     };
     if !secure {
-        return Err(BuildError::InsecureUrl {
+        return Err(RemoteJwksBuildError::InsecureUrl {
             url: url.to_owned(),
         });
     }
@@ -241,24 +241,24 @@ mod tests {
         assert!(check_url("http://[::1]:9/", true).is_ok());
         assert!(matches!(
             check_url("http://as.example", true),
-            Err(BuildError::InsecureUrl { .. })
+            Err(RemoteJwksBuildError::InsecureUrl { .. })
         ));
         assert!(matches!(
             check_url("https://as.example/?a=b", true),
-            Err(BuildError::InvalidUrl { .. })
+            Err(RemoteJwksBuildError::InvalidUrl { .. })
         ));
         assert!(check_url("https://as.example/jwks?v=2", false).is_ok());
         assert!(matches!(
             check_url("https://as.example/#x", false),
-            Err(BuildError::InvalidUrl { .. })
+            Err(RemoteJwksBuildError::InvalidUrl { .. })
         ));
         assert!(matches!(
             check_url("not a url", false),
-            Err(BuildError::InvalidUrl { .. })
+            Err(RemoteJwksBuildError::InvalidUrl { .. })
         ));
         assert!(matches!(
             check_url("file:///etc/passwd", false),
-            Err(BuildError::InsecureUrl { .. })
+            Err(RemoteJwksBuildError::InsecureUrl { .. })
         ));
     }
 
@@ -301,7 +301,7 @@ mod tests {
                 &at,
                 doc(r#"{"issuer":"https://as.example"}"#)
             ),
-            Err(BuildError::MissingJwksUri { .. })
+            Err(RemoteJwksBuildError::MissingJwksUri { .. })
         ));
         assert!(matches!(
             metadata_from(
@@ -310,7 +310,7 @@ mod tests {
                 &at,
                 doc(r#"{"issuer":"https://as.example","jwks_uri":"http://as.example/jwks"}"#)
             ),
-            Err(BuildError::InsecureUrl { .. })
+            Err(RemoteJwksBuildError::InsecureUrl { .. })
         ));
         let plain = metadata_from(
             iss,

@@ -3,7 +3,7 @@
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 
-use certbound_core::jose::JsonError;
+use certbound_core::JsonError;
 use certbound_core::JwksError;
 
 /// Why a metadata or JWKS document could not be fetched. Fetch errors after `build` are not
@@ -121,7 +121,7 @@ impl FetchError {
 /// Why [`RemoteJwksBuilder::build`](super::RemoteJwksBuilder::build) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BuildError {
+pub enum RemoteJwksBuildError {
     /// Neither `issuer` nor `jwks_uri` was given.
     #[error("no key source: call RemoteJwksBuilder::issuer or RemoteJwksBuilder::jwks_uri")]
     NoSource,

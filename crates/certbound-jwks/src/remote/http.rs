@@ -11,7 +11,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
 
-use super::{BuildError, FetchError};
+use super::{FetchError, RemoteJwksBuildError};
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -42,7 +42,7 @@ pub(crate) struct HttpConfig<'a> {
 }
 
 impl HttpClient {
-    pub fn new(config: &HttpConfig<'_>) -> Result<Self, BuildError> {
+    pub fn new(config: &HttpConfig<'_>) -> Result<Self, RemoteJwksBuildError> {
         let mut roots = RootCertStore::empty();
         if config.system_roots {
             let native = rustls_native_certs::load_native_certs();
@@ -55,25 +55,26 @@ impl HttpClient {
         for pem in config.extra_roots_pem {
             let mut found = 0usize;
             for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| BuildError::ExtraRootCertificates(e.to_string()))?;
+                let cert =
+                    cert.map_err(|e| RemoteJwksBuildError::ExtraRootCertificates(e.to_string()))?;
                 roots
                     .add(cert)
-                    .map_err(|e| BuildError::ExtraRootCertificates(e.to_string()))?;
+                    .map_err(|e| RemoteJwksBuildError::ExtraRootCertificates(e.to_string()))?;
                 found += 1;
             }
             if found == 0 {
-                return Err(BuildError::ExtraRootCertificates(
+                return Err(RemoteJwksBuildError::ExtraRootCertificates(
                     "no CERTIFICATE block in the PEM data".into(),
                 ));
             }
         }
         if roots.is_empty() {
-            return Err(BuildError::NoTrustAnchors);
+            return Err(RemoteJwksBuildError::NoTrustAnchors);
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(BuildError::Tls)?
+            .map_err(RemoteJwksBuildError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -89,7 +90,7 @@ impl HttpClient {
             .pool_max_idle_per_host(0)
             .user_agent(concat!("certbound-jwks/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| BuildError::HttpClient(Box::new(e)))?;
+            .map_err(|e| RemoteJwksBuildError::HttpClient(Box::new(e)))?;
         Ok(Self {
             client,
             max_body: config.max_body,

@@ -1,7 +1,7 @@
 //! Keys fetched from an issuer over HTTPS: discovery, caching, rotation, and outages.
 //!
 //! ```no_run
-//! # async fn run() -> Result<(), certbound_jwks::BuildError> {
+//! # async fn run() -> Result<(), certbound_jwks::RemoteJwksBuildError> {
 //! use std::time::Duration;
 //! use certbound_jwks::{KeySource, RemoteJwks};
 //! use certbound_core::{Algorithm, Rejection};
@@ -79,7 +79,7 @@ use tokio::time::Instant;
 
 pub use builder::RemoteJwksBuilder;
 pub use discovery::IssuerMetadata;
-pub use error::{BuildError, FetchError};
+pub use error::{FetchError, RemoteJwksBuildError};
 
 use self::freshness::{later, CachePolicy};
 use self::http::HttpClient;

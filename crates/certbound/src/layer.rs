@@ -147,7 +147,8 @@ impl<S> CertBound<S> {
 /// What the transport says about the connection a request arrived on.
 pub(crate) enum Transport {
     /// The [`PeerCertificate`] extension (hyper-util loops, `certbound::tls::serve`) or axum's
-    /// `ConnectInfo<PeerCertificate>`: the peer and its certificate's thumbprint, if any.
+    /// `ConnectInfo<PeerCertificate>`: the peer and its certificate's thumbprint, if any. A
+    /// `PlainListener` connection (behind a proxy) is one without a certificate.
     Tls {
         peer: std::net::IpAddr,
         thumbprint: Option<Thumbprint>,

@@ -31,7 +31,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use certbound::tls::{
-    load_ca_roots, load_certs, load_crls, load_private_key, server_config, ClientAuth, TlsListener,
+    load_ca_roots, load_certs, load_crls, load_private_key, server_config, ClientAuth,
+    PlainListener, TlsListener,
 };
 use certbound::{BindingPolicy, CertBound, CertBoundBuilder, StaticJwks};
 use certbound::{ForwardedCertificates, ForwardedFormat, IpCidr};
@@ -102,6 +103,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..))]
     xfcc_hops: u8,
     /// Listen without TLS (for a proxy on the same host or network); needs --client-cert-header.
+    /// Same timeouts and limits as with TLS; the --trusted-proxy networks are not limited per
+    /// address.
     #[arg(long)]
     plain_http: bool,
     /// Where the dev setup keeps its certificates, keys and tokens (dev mode only). Default:
@@ -180,11 +183,14 @@ async fn run(args: Args) -> Result<(), Fatal> {
     let app = support::routes(auth);
 
     if args.plain_http {
+        // The proxies' own connections are not limited per address (a busy proxy opens many
+        // at once, each with a request); anyone else may hold at most 64 without a request.
         let listener = context(
-            tokio::net::TcpListener::bind(args.listen).await,
+            PlainListener::bind(args.listen).await,
             format!("--listen {}", args.listen),
-        )?;
-        let addr = context(listener.local_addr(), "listener address")?;
+        )?
+        .trusted_proxies(args.trusted_proxy.iter().copied());
+        let addr = listener.local_addr();
         println!(
             "listening on http://{addr} (plain HTTP: a TLS-terminating proxy forwards the client certificate in {})",
             args.client_cert_header.as_deref().unwrap_or("?")
@@ -196,9 +202,10 @@ async fn run(args: Args) -> Result<(), Fatal> {
                 token_path.display()
             );
         }
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        // The peer address on every request (the layer trusts forwarded certificates only from
+        // --trusted-proxy); 10 s to send the headers, 60 s idle keep-alive.
         return context(
-            axum::serve(listener, app)
+            certbound::tls::serve(listener, app)
                 .with_graceful_shutdown(shutdown())
                 .await,
             "server",

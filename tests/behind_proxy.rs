@@ -305,6 +305,114 @@ async fn xfcc_san_injection_does_not_bind_a_stolen_token() {
     }
 }
 
+/// The example's plain-HTTP mode under the socket floods an outside check would send: 1,100 idle
+/// TCP connections and a slowloris from 127.0.0.2 while the proxy's address (127.0.0.1) sends a
+/// forwarded XFCC request — answered 200 within 2 s; the slowloris and the idle connections the
+/// server kept are cut at the default 10 s header-read timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_mode_survives_idle_sockets_and_slowloris() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use certbound_dev::envoy::EnvoyXfcc;
+
+    const IDLE: usize = 1_100;
+    // The test's ends of the sockets; the example (which inherits the limit) keeps only a few.
+    ensure_open_files(IDLE as u64 + 512);
+    let api = ProxiedApi::start("flood", "xfcc");
+    let from = |ip: [u8; 4]| {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((ip, 0).into()).unwrap();
+        socket.connect(api.addr)
+    };
+
+    // A slowloris: a request line, then one header line every 500 ms, never the blank line.
+    let started = Instant::now();
+    let mut slow = from([127, 0, 0, 2]).await.unwrap();
+    slow.write_all(b"GET /api/hello HTTP/1.1\r\nhost: api\r\n")
+        .await
+        .unwrap();
+    let (mut slow_read, mut slow_write) = slow.into_split();
+    let trickle = tokio::spawn(async move {
+        for i in 0..60 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let line = format!("x-slow-{i}: .\r\n");
+            if slow_write.write_all(line.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    // 1,100 idle sockets from the same address.
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(from([127, 0, 0, 2]).await.unwrap());
+    }
+
+    // The proxy's request: client A's XFCC element (as an edge Envoy writes it) and token.
+    let xfcc = EnvoyXfcc::with_cert("spiffe://cluster.local/ns/edge").element(&api.pki.client_a);
+    let client = support::http_client_from([127, 0, 0, 1].into()).unwrap();
+    let request = client
+        .get(format!("http://{}/api/hello", api.addr))
+        .bearer_auth(&api.token)
+        .header("x-forwarded-client-cert", xfcc);
+    let sent = Instant::now();
+    let a = tokio::time::timeout(Duration::from_secs(2), async {
+        answer(request.send().await.unwrap()).await
+    })
+    .await
+    .expect("no answer within 2 s while 1,100 idle sockets and a slowloris are open");
+    let took = sent.elapsed();
+    assert_eq!(a.status, 200, "{a:?}");
+    assert_eq!(
+        a.json()["thumbprint"],
+        common::thumbprint(&api.pki.client_a).to_string()
+    );
+
+    // The slowloris is cut at the header-read timeout (10 s by default), not before.
+    let cut = tokio::time::timeout(
+        Duration::from_secs(20),
+        slow_read.read_to_end(&mut Vec::new()),
+    )
+    .await
+    .expect("the slowloris was never cut off");
+    let slow_for = started.elapsed();
+    trickle.abort();
+    let _ = cut;
+    assert!(slow_for >= Duration::from_secs(10), "{slow_for:?}");
+
+    // Every idle socket is closed by now: most at once (over the per-address limit), the
+    // ones the server kept at the header-read timeout.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        for mut socket in idle {
+            let mut byte = [0u8; 1];
+            assert!(matches!(socket.read(&mut byte).await, Ok(0) | Err(_)));
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle socket was still open");
+    println!(
+        "example --plain-http: XFCC request from the proxy answered 200 in {took:?} with \
+         {IDLE} idle sockets open; slowloris cut after {slow_for:?}"
+    );
+}
+
+/// Makes sure this process may open `needed` descriptors: raises the soft `RLIMIT_NOFILE` up to
+/// the hard limit if it is lower.
+fn ensure_open_files(needed: u64) {
+    #[cfg(unix)]
+    {
+        let limit = rlimit::increase_nofile_limit(needed).unwrap();
+        assert!(
+            limit >= needed,
+            "this test opens about {needed} sockets, but the open-file limit is {limit} and \
+             cannot be raised further (hard limit); raise it with `ulimit -Hn`"
+        );
+    }
+    #[cfg(not(unix))]
+    let _ = needed;
+}
+
 /// `$ssl_client_escaped_cert`-style escaping, for forging the header.
 fn urlencode_all(s: &str) -> String {
     s.bytes()

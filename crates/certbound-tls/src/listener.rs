@@ -19,7 +19,8 @@
 //! [`HttpConfig::serve_connection`](crate::HttpConfig::serve_connection) — apply them.
 //!
 //! With axum (feature `axum`, on by default), [`serve`](crate::serve) is all there is to it; every
-//! request carries the [`PeerCertificate`] (and `ConnectInfo<PeerCertificate>`):
+//! request carries the [`PeerCertificate`] (and `ConnectInfo<PeerCertificate>`,
+//! `ConnectInfo<SocketAddr>`):
 //!
 //! ```no_run
 //! use axum::{extract::ConnectInfo, routing::get, Router};
@@ -425,7 +426,7 @@ async fn accept_loop(tcp: TcpListener, shared: Arc<Shared>, ready: mpsc::Sender<
 
 /// Takes a connection slot (waiting at the limit), then a TCP connection. `None` only if the
 /// semaphore was closed, which never happens.
-async fn next_connection(
+pub(crate) async fn next_connection(
     tcp: &TcpListener,
     slots: &Arc<Semaphore>,
     stats: &ListenerStats,
@@ -452,7 +453,7 @@ async fn next_connection(
 }
 
 /// One of the `max_connections` slots, held from TCP accept until the connection is dropped.
-struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     _permit: OwnedSemaphorePermit,
     stats: ListenerStats,
 }
@@ -476,15 +477,18 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Handshakes in progress per (canonical) IP address, with the per-address limit.
-struct PendingByIp {
+/// Connections in progress — handshaking ([`TlsListener`]) or waiting for their first request
+/// head ([`PlainListener`](crate::PlainListener)) — per (canonical) IP address, with the
+/// per-address limit.
+pub(crate) struct PendingByIp {
     max: usize,
-    /// Entries at zero are removed, so the table only holds addresses with handshakes.
+    /// Entries at zero are removed, so the table only holds addresses with connections in
+    /// progress.
     table: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl PendingByIp {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self {
             max,
             table: Mutex::new(HashMap::new()),
@@ -497,7 +501,7 @@ impl PendingByIp {
 
     /// Takes a slot for `ip` (an IPv4-mapped IPv6 address counts as the IPv4 address), or
     /// `None` when that address is at the limit.
-    fn take(this: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    pub(crate) fn take(this: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let ip = ip.to_canonical();
         let mut table = this.lock();
         let count = table.entry(ip).or_insert(0);
@@ -512,8 +516,8 @@ impl PendingByIp {
     }
 }
 
-/// One handshake in progress from one address; released on drop, however the handshake ends.
-struct IpSlot {
+/// One connection in progress from one address; released on drop, however it ends.
+pub(crate) struct IpSlot {
     pending: Arc<PendingByIp>,
     ip: IpAddr,
 }
@@ -642,7 +646,7 @@ pub(crate) fn deadline(start: Instant, timeout: Duration) -> Instant {
 
 /// Like axum's and hyper's: per-connection errors are ignored; others (such as `EMFILE`, too
 /// many open files) are logged, followed by a pause so a busy loop does not make it worse.
-async fn handle_accept_error(err: io::Error) {
+pub(crate) async fn handle_accept_error(err: io::Error) {
     if matches!(
         err.kind(),
         io::ErrorKind::ConnectionRefused
@@ -745,9 +749,11 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
-/// Counters of a [`TlsListener`] — and of the HTTP server serving its connections — read live;
-/// obtained from [`TlsListener::stats`].
+/// Counters of a [`TlsListener`] or a [`PlainListener`](crate::PlainListener) — and of the HTTP
+/// server serving its connections — read live; obtained from [`TlsListener::stats`] or
+/// [`PlainListener::stats`](crate::PlainListener::stats).
 ///
+/// A plain listener has no handshakes: its handshake and certificate counters stay at zero.
 /// Cloning gives another view of the same counters.
 #[derive(Clone, Default)]
 pub struct ListenerStats(Arc<Counters>);
@@ -797,19 +803,23 @@ impl ListenerStats {
     }
 
     /// Connections closed at once because their IP address already had
-    /// [`TlsListener::max_pending_handshakes_per_ip`] handshakes in progress.
+    /// [`TlsListener::max_pending_handshakes_per_ip`] handshakes in progress — or, on a
+    /// [`PlainListener`](crate::PlainListener),
+    /// [`max_pending_connections_per_ip`](crate::PlainListener::max_pending_connections_per_ip)
+    /// connections without a first request.
     pub fn per_ip_limit_rejections(&self) -> u64 {
         self.0.per_ip_limit_rejections.load(Ordering::Relaxed)
     }
 
-    /// How many times the listener found [`TlsListener::max_connections`] connections open and
-    /// stopped taking new ones until one closed.
+    /// How many times the listener found [`TlsListener::max_connections`] (or
+    /// [`PlainListener::max_connections`](crate::PlainListener::max_connections)) connections
+    /// open and stopped taking new ones until one closed.
     pub fn connection_limit_waits(&self) -> u64 {
         self.0.connection_limit_waits.load(Ordering::Relaxed)
     }
 
     /// Connections open now: handshaking, waiting for `accept()`, or handed out and not yet
-    /// dropped.
+    /// dropped (on a plain listener: handed out and not yet dropped).
     pub fn open_connections(&self) -> u64 {
         self.0.open_connections.load(Ordering::Relaxed)
     }
@@ -833,6 +843,16 @@ impl ListenerStats {
     /// flight.
     pub fn idle_timeouts(&self) -> u64 {
         self.0.idle_timeouts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_tcp_accepted(&self) {
+        self.0.tcp_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_per_ip_limit_rejection(&self) {
+        self.0
+            .per_ip_limit_rejections
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count_header_read_timeout(&self) {

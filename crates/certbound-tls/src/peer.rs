@@ -35,6 +35,7 @@ use certbound_core::{ClientCertificate, Thumbprint};
 pub struct PeerCertificate {
     remote_addr: SocketAddr,
     certificate: Option<ClientCertificate>,
+    tls: bool,
 }
 
 impl PeerCertificate {
@@ -44,7 +45,23 @@ impl PeerCertificate {
         Self {
             remote_addr,
             certificate,
+            tls: true,
         }
+    }
+
+    /// Describes a plain-TCP connection from `remote_addr` (a [`PlainListener`](crate::PlainListener)
+    /// behind a TLS-terminating proxy): no TLS, so no certificate of its own.
+    pub fn plain(remote_addr: SocketAddr) -> Self {
+        Self {
+            remote_addr,
+            certificate: None,
+            tls: false,
+        }
+    }
+
+    /// Whether the connection is TLS (so a missing certificate means the client sent none).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Describes a completed rustls server connection: takes the leaf of the client's

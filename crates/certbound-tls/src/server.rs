@@ -1,9 +1,11 @@
-//! Serving HTTP over a [`TlsListener`], with the timeouts a public server needs and the
-//! client's [`PeerCertificate`] on every request.
+//! Serving HTTP over a [`TlsListener`] — or, behind a TLS-terminating proxy, a
+//! [`PlainListener`] — with the timeouts a public server needs and the client's
+//! [`PeerCertificate`] on every request.
 //!
 //! [`serve`] is the one-liner for axum routers and any other tower service; [`HttpConfig`] holds
 //! the HTTP timeouts, and [`HttpConfig::serve_connection`] serves one connection for those who
-//! write their own hyper-util accept loop.
+//! write their own hyper-util accept loop. Both take either kind of listener or connection
+//! (the sealed traits [`Accept`] and [`Connection`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -72,12 +74,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::listener::{deadline, ListenerStats, TlsConnection, TlsListener};
+use crate::listener::{deadline, IpSlot, ListenerStats, TlsConnection, TlsListener};
+use crate::plain::{PlainConnection, PlainListener};
 use crate::PeerCertificate;
 
 /// A boxed error, as hyper and tower use them.
@@ -181,23 +185,27 @@ impl HttpConfig {
     }
 
     /// Serves HTTP/1.1 or HTTP/2 (as the client chose by ALPN and preface) on one connection
-    /// from [`TlsListener::accept`], until the client closes it or a timeout does.
+    /// from [`TlsListener::accept`] or [`PlainListener::accept`], until the client closes it or
+    /// a timeout does.
     ///
     /// Every request gets the connection's [`PeerCertificate`] as an extension — and, with
-    /// feature `axum`, `ConnectInfo<PeerCertificate>` too — which is where the certbound layer
-    /// and axum extractors find it. `service` is any tower service taking
-    /// `Request<hyper::body::Incoming>`, such as an axum `Router`. HTTP upgrades (WebSocket)
-    /// are supported.
+    /// feature `axum`, `ConnectInfo<PeerCertificate>` and `ConnectInfo<SocketAddr>` too — which
+    /// is where the certbound layer and axum extractors find it. On a plain connection the
+    /// `PeerCertificate` has the client's address and no certificate, and the connection
+    /// leaves the [`PlainListener`]'s per-address count when its first request head arrives.
+    /// `service` is any tower service taking `Request<hyper::body::Incoming>`, such as an axum
+    /// `Router`. HTTP upgrades (WebSocket) are supported.
     ///
     /// `Ok(())` when the client closed the connection or it was idle too long; an error for a
     /// request head that did not arrive in time or an HTTP protocol error (which are the
     /// client's, and usually only worth a debug log).
-    pub async fn serve_connection<S, B>(
+    pub async fn serve_connection<C, S, B>(
         &self,
-        connection: TlsConnection,
+        connection: C,
         service: S,
     ) -> Result<(), ConnectionError>
     where
+        C: Connection,
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
@@ -212,13 +220,14 @@ impl HttpConfig {
     /// [`serve_connection`](Self::serve_connection), and when `shutdown` completes, closes the
     /// connection gracefully: HTTP/1.1 after the response in progress, HTTP/2 with a GOAWAY
     /// once its streams are done. Returns when the connection is closed.
-    pub async fn serve_connection_with_shutdown<S, B>(
+    pub async fn serve_connection_with_shutdown<C, S, B>(
         &self,
-        connection: TlsConnection,
+        mut connection: C,
         service: S,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ConnectionError>
     where
+        C: Connection,
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
@@ -228,7 +237,7 @@ impl HttpConfig {
     {
         let stats = connection.stats().clone();
         let remote_addr = connection.peer().remote_addr();
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(connection.take_pending()));
         let service = TowerToHyperService::new(Attach {
             inner: service,
             peer: connection.peer().clone(),
@@ -291,6 +300,115 @@ impl HttpConfig {
     }
 }
 
+/// A listener [`serve`] serves: [`TlsListener`] or [`PlainListener`].
+///
+/// Sealed: it cannot be implemented outside this crate. It lets code be generic over both
+/// listeners (`fn run<L: Accept>(listener: L)` can call `serve(listener, app)`).
+pub trait Accept: sealed::Accept {}
+
+/// A connection [`HttpConfig::serve_connection`] serves: [`TlsConnection`] or
+/// [`PlainConnection`].
+///
+/// Sealed: it cannot be implemented outside this crate.
+pub trait Connection: sealed::Connection {}
+
+impl Accept for TlsListener {}
+impl Accept for PlainListener {}
+impl Connection for TlsConnection {}
+impl Connection for PlainConnection {}
+
+/// What `serve` needs from listeners and connections, out of reach of other crates.
+pub(crate) mod sealed {
+    use super::*;
+
+    pub trait Accept: fmt::Debug + Send + 'static {
+        type Conn: super::Connection;
+
+        /// The next connection; an error only when the listener can never accept again.
+        fn accept_connection(&mut self) -> impl Future<Output = io::Result<Self::Conn>> + Send;
+
+        fn local_addr(&self) -> SocketAddr;
+
+        fn stats(&self) -> ListenerStats;
+    }
+
+    pub trait Connection: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+        fn peer(&self) -> &PeerCertificate;
+
+        fn stats(&self) -> &ListenerStats;
+
+        /// A slot to give back once the first request head has arrived (plain connections).
+        fn take_pending(&mut self) -> PendingSlot;
+    }
+
+    /// A connection's place in its listener's per-address count, if it still has one; given
+    /// back when dropped. Opaque outside this crate.
+    pub struct PendingSlot(pub(crate) Option<IpSlot>);
+
+    impl Accept for TlsListener {
+        type Conn = TlsConnection;
+
+        async fn accept_connection(&mut self) -> io::Result<TlsConnection> {
+            TlsListener::accept(self)
+                .await
+                .map(|(connection, _peer)| connection)
+        }
+
+        fn local_addr(&self) -> SocketAddr {
+            TlsListener::local_addr(self)
+        }
+
+        fn stats(&self) -> ListenerStats {
+            TlsListener::stats(self)
+        }
+    }
+
+    impl Accept for PlainListener {
+        type Conn = PlainConnection;
+
+        async fn accept_connection(&mut self) -> io::Result<PlainConnection> {
+            Ok(PlainListener::accept(self).await.0)
+        }
+
+        fn local_addr(&self) -> SocketAddr {
+            PlainListener::local_addr(self)
+        }
+
+        fn stats(&self) -> ListenerStats {
+            PlainListener::stats(self)
+        }
+    }
+
+    impl Connection for TlsConnection {
+        fn peer(&self) -> &PeerCertificate {
+            TlsConnection::peer(self)
+        }
+
+        fn stats(&self) -> &ListenerStats {
+            TlsConnection::stats(self)
+        }
+
+        fn take_pending(&mut self) -> PendingSlot {
+            // A TLS connection left the per-address count when its handshake completed.
+            PendingSlot(None)
+        }
+    }
+
+    impl Connection for PlainConnection {
+        fn peer(&self) -> &PeerCertificate {
+            PlainConnection::peer(self)
+        }
+
+        fn stats(&self) -> &ListenerStats {
+            PlainConnection::stats(self)
+        }
+
+        fn take_pending(&mut self) -> PendingSlot {
+            PendingSlot(PlainConnection::take_pending(self))
+        }
+    }
+}
+
 /// At most a year: any longer setting means "never" in practice, and stays addable to an
 /// `Instant` (hyper's timers would panic on `Duration::MAX`).
 fn addable(timeout: Duration) -> Duration {
@@ -311,13 +429,16 @@ pub enum ConnectionError {
 }
 
 /// Serves `service` — an axum `Router` or any tower service taking
-/// `Request<hyper::body::Incoming>` — on every connection of `listener`, with the safe HTTP
-/// timeouts of [`HttpConfig::default`] and the client's [`PeerCertificate`] on every request
-/// (as an extension, and with feature `axum` as `ConnectInfo<PeerCertificate>` too, exactly as
-/// `into_make_service_with_connect_info::<PeerCertificate>()` provides it).
+/// `Request<hyper::body::Incoming>` — on every connection of `listener` (a [`TlsListener`], or
+/// a [`PlainListener`] behind a TLS-terminating proxy), with the safe HTTP timeouts of
+/// [`HttpConfig::default`] and the client's [`PeerCertificate`] on every request (as an
+/// extension, and with feature `axum` as `ConnectInfo<PeerCertificate>` too, exactly as
+/// `into_make_service_with_connect_info::<PeerCertificate>()` provides it, and as
+/// `ConnectInfo<SocketAddr>`). On a plain listener the `PeerCertificate` carries the client's
+/// address and no certificate.
 ///
 /// Await the returned [`Serve`] to run the server; before that, its methods change the
-/// timeouts and add a graceful shutdown. It only returns (with an error) if the listener's
+/// timeouts and add a graceful shutdown. It only returns (with an error) if a TLS listener's
 /// accept task stops, or after a graceful shutdown. Dropping the future closes every
 /// connection.
 ///
@@ -325,8 +446,13 @@ pub enum ConnectionError {
 /// # async fn run(listener: certbound_tls::TlsListener, app: axum::Router) -> std::io::Result<()> {
 /// certbound_tls::serve(listener, app).await
 /// # }
+/// # async fn plain(app: axum::Router) -> std::io::Result<()> {
+/// // Behind a TLS-terminating proxy:
+/// let listener = certbound_tls::PlainListener::bind("10.0.0.10:8080").await?;
+/// certbound_tls::serve(listener, app).await
+/// # }
 /// ```
-pub fn serve<S>(listener: TlsListener, service: S) -> Serve<S> {
+pub fn serve<L: Accept, S>(listener: L, service: S) -> Serve<S, L> {
     Serve {
         listener,
         service,
@@ -337,16 +463,18 @@ pub fn serve<S>(listener: TlsListener, service: S) -> Serve<S> {
 }
 
 /// A server being configured; created by [`serve`], run by `.await`.
+///
+/// `L` is the listener: [`TlsListener`] (the default) or [`PlainListener`].
 #[must_use = "a server does nothing until it is awaited"]
-pub struct Serve<S> {
-    listener: TlsListener,
+pub struct Serve<S, L = TlsListener> {
+    listener: L,
     service: S,
     http: HttpConfig,
     shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     drain_timeout: Option<Duration>,
 }
 
-impl<S> fmt::Debug for Serve<S> {
+impl<S, L: fmt::Debug> fmt::Debug for Serve<S, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Serve")
             .field("listener", &self.listener)
@@ -357,7 +485,7 @@ impl<S> fmt::Debug for Serve<S> {
     }
 }
 
-impl<S> Serve<S> {
+impl<S, L: Accept> Serve<S, L> {
     /// Sets [`HttpConfig::header_read_timeout`] (default 10 s; `None` disables).
     pub fn header_read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.http = self.http.header_read_timeout(timeout);
@@ -398,17 +526,18 @@ impl<S> Serve<S> {
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr()
+        sealed::Accept::local_addr(&self.listener)
     }
 
     /// A live view of the listener's and the HTTP server's counters.
     pub fn stats(&self) -> ListenerStats {
-        self.listener.stats()
+        sealed::Accept::stats(&self.listener)
     }
 }
 
-impl<S, B> IntoFuture for Serve<S>
+impl<S, B, L> IntoFuture for Serve<S, L>
 where
+    L: Accept,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -424,8 +553,9 @@ where
     }
 }
 
-impl<S, B> Serve<S>
+impl<S, B, L> Serve<S, L>
 where
+    L: Accept,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -445,19 +575,20 @@ where
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         let (draining, drain_signal) = watch::channel(());
         let mut connections = JoinSet::new();
-        tracing::debug!(local_addr = %listener.local_addr(), ?http, "serving HTTP");
+        let local_addr = sealed::Accept::local_addr(&listener);
+        tracing::debug!(%local_addr, ?http, "serving HTTP");
 
         let result = loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    let (connection, _peer) = match accepted {
+                accepted = listener.accept_connection() => {
+                    let connection = match accepted {
                         Ok(accepted) => accepted,
                         Err(err) => break Err(err),
                     };
                     let (http, service) = (http.clone(), service.clone());
                     let mut drain_signal = drain_signal.clone();
                     connections.spawn(async move {
-                        let remote_addr = connection.peer().remote_addr();
+                        let remote_addr = sealed::Connection::peer(&connection).remote_addr();
                         let shutdown = async move {
                             // Err: the server future is gone, and this task with it.
                             let _ = drain_signal.changed().await;
@@ -478,7 +609,6 @@ where
         };
 
         // Stop accepting, then tell every connection to finish.
-        let local_addr = listener.local_addr();
         drop(listener);
         let _ = draining.send(());
         tracing::debug!(
@@ -518,10 +648,20 @@ fn log_panic(joined: Result<(), tokio::task::JoinError>) {
 }
 
 /// Requests in flight on one connection, and since when it has had none.
-#[derive(Debug)]
 struct Activity {
     state: Mutex<ActivityState>,
     changed: Notify,
+    /// A plain connection's place in its listener's per-address count, given back when the
+    /// first request head arrives (or with the connection).
+    pending: Mutex<sealed::PendingSlot>,
+}
+
+impl fmt::Debug for Activity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Activity")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -544,7 +684,7 @@ enum Expired {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(pending: sealed::PendingSlot) -> Self {
         Self {
             state: Mutex::new(ActivityState {
                 in_flight: 0,
@@ -552,6 +692,7 @@ impl Activity {
                 idle_since: Instant::now(),
             }),
             changed: Notify::new(),
+            pending: Mutex::new(pending),
         }
     }
 
@@ -617,12 +758,23 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn begin(activity: &Arc<Activity>) -> Self {
-        {
+        let first = {
             let mut state = activity.lock();
             state.in_flight = state.in_flight.saturating_add(1);
-            state.begun = true;
-        }
+            !std::mem::replace(&mut state.begun, true)
+        };
         activity.changed.notify_waiters();
+        if first {
+            // A request head has arrived: no longer a connection without a request.
+            drop(
+                activity
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+                    .take(),
+            );
+        }
         Self(activity.clone())
     }
 }
@@ -643,9 +795,12 @@ impl Drop for InFlight {
 /// Puts the connection's certificate where the certbound layer and axum extractors look for it.
 fn attach<B>(request: &mut Request<B>, peer: &PeerCertificate) {
     #[cfg(feature = "axum")]
-    request
-        .extensions_mut()
-        .insert(axum::extract::ConnectInfo(peer.clone()));
+    {
+        use axum::extract::ConnectInfo;
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo(peer.clone()));
+        extensions.insert(ConnectInfo(peer.remote_addr()));
+    }
     request.extensions_mut().insert(peer.clone());
 }
 

@@ -186,20 +186,22 @@ pub(crate) enum Transport {
 }
 
 pub(crate) fn connection(extensions: &http::Extensions) -> Transport {
-    if let Some(peer) = extensions.get::<PeerCertificate>() {
-        return Transport::Tls {
+    // A plain (non-TLS) PeerCertificate says only who the peer is.
+    let from_peer = |peer: &PeerCertificate| match peer.is_tls() {
+        true => Transport::Tls {
             peer: Some(peer.remote_addr().ip()),
             thumbprint: peer.thumbprint().copied(),
-        };
+        },
+        false => Transport::Address(peer.remote_addr().ip()),
+    };
+    if let Some(peer) = extensions.get::<PeerCertificate>() {
+        return from_peer(peer);
     }
     #[cfg(feature = "axum")]
     {
         use axum::extract::ConnectInfo;
         if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<PeerCertificate>>() {
-            return Transport::Tls {
-                peer: Some(peer.remote_addr().ip()),
-                thumbprint: peer.thumbprint().copied(),
-            };
+            return from_peer(peer);
         }
         if let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<std::net::SocketAddr>>() {
             return Transport::Address(addr.ip());

@@ -34,8 +34,8 @@ pub enum WiringError {
     /// peer's address, so the proxy cannot be recognised.
     #[error(
         "forwarded certificates are configured but the request carries no peer address: serve \
-         the app with app.into_make_service_with_connect_info::<std::net::SocketAddr>() (or \
-         certbound::tls::serve)"
+         the app with certbound::tls::serve(certbound::tls::PlainListener::bind(..), app) (or \
+         axum::serve with app.into_make_service_with_connect_info::<std::net::SocketAddr>())"
     )]
     NoPeerAddress,
     /// A response future was polled after it completed.

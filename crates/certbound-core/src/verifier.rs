@@ -313,12 +313,14 @@ pub enum Step<'r> {
 #[derive(Debug)]
 pub struct NeedKey<'r> {
     verifier: &'r Verifier,
-    token: UnverifiedToken<'r>,
+    /// The token as sent; parsed only when the cache cannot vouch for it.
+    raw: &'r str,
+    token: Option<UnverifiedToken<'r>>,
     issuer: usize,
     alg: Algorithm,
     presented: Option<Thumbprint>,
     now: u64,
-    cached: Option<&'r Verified>,
+    cached: Option<Verified>,
     scheme: Scheme,
     proof: Option<(VerifiedProof, Option<u64>)>,
 }
@@ -340,7 +342,11 @@ impl NeedKey<'_> {
 
     /// The token's `kid`.
     pub fn kid(&self) -> Option<&str> {
-        self.token.header().kid()
+        match (&self.token, &self.cached) {
+            (Some(token), _) => token.header().kid(),
+            (None, Some(hit)) => hit.claims.kid(),
+            (None, None) => None,
+        }
     }
 
     /// The algorithm the signature must verify with (checked against the allow-list).
@@ -351,7 +357,9 @@ impl NeedKey<'_> {
     /// Whether `key` lets a cached token skip its signature check: it is the very key that
     /// verified the token (still in the issuer's current set).
     pub fn uses_cached(&self, key: &Arc<VerificationKey>) -> bool {
-        self.cached.is_some_and(|hit| Arc::ptr_eq(&hit.key, key))
+        self.cached
+            .as_ref()
+            .is_some_and(|hit| Arc::ptr_eq(&hit.key, key))
     }
 
     /// Continues with the key the driver found, or the rejection its lookup gave.
@@ -369,13 +377,20 @@ impl NeedKey<'_> {
             .issuers
             .get(self.issuer)
             .ok_or(Rejection::WrongIssuer)?;
-        let (verified, fresh) = match self.cached.filter(|_| self.uses_cached(&key)) {
-            Some(hit) => {
+        let uses_cached = self.uses_cached(&key);
+        let (verified, fresh) = match (self.cached, uses_cached) {
+            (Some(hit), true) => {
                 hit.claims.check_time(self.now, policy.leeway_secs())?;
-                (hit.clone(), false)
+                (hit, false)
             }
-            None => {
-                let claims = policy.verify(self.token, self.alg, &key, self.now)?;
+            _ => {
+                // Not vouched for by the cache (or its key changed): the whole check.
+                let token = match self.token {
+                    Some(token) => token,
+                    None => UnverifiedToken::parse(self.raw)?,
+                };
+                let alg = policy.check_header(token.header())?;
+                let claims = policy.verify(token, alg, &key, self.now)?;
                 let verified = Verified {
                     claims: Arc::new(claims),
                     key,
@@ -449,7 +464,7 @@ impl Verifier {
     pub fn revalidate<'r>(
         &'r self,
         credentials: Credentials<'r>,
-        cached: &'r Verified,
+        cached: Verified,
         presented: Option<Thumbprint>,
         now: u64,
     ) -> Step<'r> {
@@ -461,19 +476,28 @@ impl Verifier {
         credentials: Credentials<'r>,
         presented: Option<Thumbprint>,
         now: u64,
-        cached: Option<&'r Verified>,
+        cached: Option<Verified>,
     ) -> Step<'r> {
         let step = || -> Result<NeedKey<'r>, Rejection> {
             if credentials.token.len() > self.max_token_len {
                 return Err(Rejection::TokenTooLarge);
             }
             let proof = self.check_proof(&credentials, now)?;
-            let token = UnverifiedToken::parse(credentials.token)?;
-            let issuer = self.select_issuer(&token)?;
-            let policy = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
-            let alg = policy.check_header(token.header())?;
+            // A cache hit is keyed by the token's exact bytes: its issuer, kid and alg are the
+            // ones this token had when it was verified, so it is not parsed again.
+            let (token, issuer, alg) = match &cached {
+                Some(hit) => (None, hit.issuer, hit.claims.alg()),
+                None => {
+                    let token = UnverifiedToken::parse(credentials.token)?;
+                    let issuer = self.select_issuer(&token)?;
+                    let policy = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
+                    let alg = policy.check_header(token.header())?;
+                    (Some(token), issuer, alg)
+                }
+            };
             Ok(NeedKey {
                 verifier: self,
+                raw: credentials.token,
                 token,
                 issuer,
                 alg,

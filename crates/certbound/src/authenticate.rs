@@ -211,7 +211,8 @@ impl Authenticator {
         let scheme = Some(credentials.scheme());
         let now = (self.clock)();
         let cached = self.cache.as_ref().and_then(|c| c.get(token));
-        let step = match &cached {
+        let was_cached = cached.is_some();
+        let step = match cached {
             Some(hit) => self.verifier.revalidate(credentials, hit, presented, now),
             None => self.verifier.verify(credentials, presented, now),
         };
@@ -239,8 +240,9 @@ impl Authenticator {
                         let credentials = owned.as_credentials();
                         let token = credentials.token();
                         let cached = this.cache.as_ref().and_then(|c| c.get(token));
+                        let was_cached = cached.is_some();
                         let now = (this.clock)();
-                        let step = match &cached {
+                        let step = match cached {
                             Some(hit) => this.verifier.revalidate(credentials, hit, presented, now),
                             None => this.verifier.verify(credentials, presented, now),
                         };
@@ -252,7 +254,7 @@ impl Authenticator {
                                 need.resume(key)
                             }
                         };
-                        match this.finish(token, scheme, &cached, outcome, now) {
+                        match this.finish(token, scheme, was_cached, outcome, now) {
                             Decision::Accept(granted) => Ok(granted),
                             Decision::Reject(refused) => Err(refused),
                             Decision::Pending(replay) => replay.await,
@@ -265,7 +267,7 @@ impl Authenticator {
                 }
             },
         };
-        self.finish(token, scheme, &cached, outcome, now)
+        self.finish(token, scheme, was_cached, outcome, now)
     }
 
     /// After the verifier's verdict: caches what was verified, runs the DPoP replay check
@@ -274,7 +276,7 @@ impl Authenticator {
         self: &Arc<Self>,
         token: &str,
         scheme: Option<Scheme>,
-        cached: &Option<certbound_core::Verified>,
+        was_cached: bool,
         outcome: Result<Accepted, Rejection>,
         now: u64,
     ) -> Decision {
@@ -282,7 +284,7 @@ impl Authenticator {
             Ok(accepted) => accepted,
             Err(rejection) => {
                 return Decision::Reject(Refused {
-                    rejection: self.rejected(token, cached, rejection),
+                    rejection: self.rejected(token, was_cached, rejection),
                     scheme,
                 })
             }
@@ -402,13 +404,8 @@ impl Authenticator {
 
     /// A refused cache hit leaves the cache (expired, or its key rotated out): the next request
     /// with this token is decided from scratch.
-    fn rejected(
-        &self,
-        token: &str,
-        cached: &Option<certbound_core::Verified>,
-        rejection: Rejection,
-    ) -> Rejection {
-        if let (Some(cache), Some(_)) = (&self.cache, cached) {
+    fn rejected(&self, token: &str, was_cached: bool, rejection: Rejection) -> Rejection {
+        if let (Some(cache), true) = (&self.cache, was_cached) {
             if !rejection_keeps_cache_entry(&rejection) {
                 cache.remove(token);
             }

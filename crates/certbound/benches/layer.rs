@@ -15,8 +15,9 @@
 //! * `app/*` — an axum `Router` shaped like the example API's (`/health` open; `/api/hello`
 //!   behind the layer), same prepared request: `app/health` (routing only), `app/hello_ok`
 //!   (+ layer hit + `VerifiedToken` extractor, handler returns "ok"), `app/hello_json` (+ the
-//!   example's JSON handler). It splits the load benchmark's /health → /api/hello gap into layer,
-//!   routing and handler, without sockets.
+//!   example's JSON handler), `app/open_json` (the same JSON handler on an open twin route: no
+//!   layer, the verified token handed in by an `Extension` — the load benchmark's baseline,
+//!   in-process). `app/hello_json − app/open_json` is what the layer costs in an axum app.
 //!
 //! Requests are built outside the timed section (`iter_batched`), so only `poll_ready` + `call` +
 //! polling the response future to completion is timed.
@@ -30,7 +31,7 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use certbound::tls::PeerCertificate;
 use certbound::{CertBound, CertBoundLayer, ClientCertificate, StaticJwks, VerifiedToken};
 use certbound_core::Algorithm;
@@ -79,6 +80,8 @@ async fn inner(req: Request<()>) -> Result<Response<String>, Infallible> {
 struct Fixture {
     token: HeaderValue,
     peer: PeerCertificate,
+    raw: String,
+    thumbprint: certbound::Thumbprint,
 }
 
 impl Fixture {
@@ -101,9 +104,12 @@ fn fixture(alg: Algorithm) -> (Fixture, String) {
         .sign(&bound_claims(ISS, AUD, cert.thumbprint()))
         .unwrap();
     let addr: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let thumbprint = *cert.thumbprint();
     let fixture = Fixture {
         token: HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
         peer: PeerCertificate::new(addr, Some(cert)),
+        raw: token,
+        thumbprint,
     };
     (fixture, jwks_document(&[&signer]).to_string())
 }
@@ -171,6 +177,9 @@ fn bench(c: &mut Criterion) {
 
     // The example API's shape, in-process.
     let app_layer = layer(&runtime, &jwks, true);
+    let open_token = runtime
+        .block_on(app_layer.verify(&fx.raw, Some(fx.thumbprint)))
+        .unwrap();
     let mut app = Router::new()
         .route("/health", get(|| async { "ok" }))
         .merge(
@@ -178,6 +187,11 @@ fn bench(c: &mut Criterion) {
                 .route("/api/hello", get(hello_json))
                 .route("/api/ok", get(hello_ok))
                 .layer(app_layer),
+        )
+        .merge(
+            Router::new()
+                .route("/open/hello", get(hello_json))
+                .route_layer(Extension(open_token)),
         );
     let request = |path: &'static str| {
         let fx = &fx;
@@ -187,7 +201,7 @@ fn bench(c: &mut Criterion) {
             req
         }
     };
-    for path in ["/health", "/api/ok", "/api/hello"] {
+    for path in ["/health", "/api/ok", "/api/hello", "/open/hello"] {
         let status = call_app(&mut app, request(path)()).status();
         assert_eq!(status, 200, "{path}");
     }
@@ -196,6 +210,7 @@ fn bench(c: &mut Criterion) {
         ("health", "/health"),
         ("hello_ok", "/api/ok"),
         ("hello_json", "/api/hello"),
+        ("open_json", "/open/hello"),
     ] {
         group.bench_function(name, |b| {
             b.iter_batched(

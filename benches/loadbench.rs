@@ -1,44 +1,60 @@
-//! Load benchmark: the example API over real mutual TLS, with HTTP/1.1 keep-alive connections
-//! that present client A's certificate, against the same tokens through two peer middlewares.
+//! Load benchmark: what certbound costs per request over real mutual TLS, with HTTP/1.1
+//! keep-alive connections that present client A's certificate.
 //!
 //! ```text
-//! CARGO_TARGET_DIR=/work/target-bench cargo run --release --example loadbench
+//! cargo bench --bench loadbench                      # the whole run (~3 min after builds)
+//! cargo bench --bench loadbench -- --no-peers        # certbound's own variants only
 //! ```
 //!
-//! One command: it builds `protected_api` (release) and the peer servers in `benches/peers`
-//! (release, their own workspace), starts them on 127.0.0.1 only, and measures in ONE run,
-//! alternating the variants in short rounds (the order rotates every round):
+//! One command: it starts its own API server (this executable, in a child process: the example
+//! API's `/health` and `/api/hello`, plus the open twin below), builds the peer servers in
+//! `benches/peers` (release, their own workspace and lock file), starts everything on 127.0.0.1
+//! only, and measures in ONE run, alternating the variants in short rounds (the order rotates
+//! every round):
 //!
 //! * `health`        — `GET /health`, no authentication (the floor)
-//! * `health_token`  — the same with the bearer token sent anyway (ignored): what carrying a
-//!   ~500-byte token over TLS and HTTP costs before anyone looks at it
+//! * `health_token`  — the same with the bearer token sent anyway (ignored)
+//! * `open_twin`     — `GET /open/hello`: the **same handler** as `/api/hello` (same JSON body),
+//!   the same request (token header included), but no certbound layer: the baseline for
+//!   "what certbound costs"
 //! * `hello_cached`  — `GET /api/hello`, certificate-bound token, verified-token cache warm
-//! * `hello_nocache` — the same against a second instance started with `--no-token-cache`
+//! * `hello_nocache` — the same against a second server built with `no_token_cache()`
 //! * `jwt_authorizer`, `tower_oauth2` — the same bearer token and JWKS through
 //!   jwt-authorizer 0.15 (axum 0.7) and tower-oauth2-resource-server 0.12 (no binding check)
 //!
 //! It prints req/s, p50/p99 latency and the server's CPU time per request (summed over the
 //! server's threads from `/proc/PID/task/*/schedstat`, which is less sensitive to a noisy
-//! neighbour than throughput), the ratios, and then floods 100,000 distinct valid tokens at the
-//! cached and uncached instances (peak RSS of the server before and after) and through an
-//! in-process layer (peak RSS and `token_cache_stats()`).
+//! neighbour than throughput), the ratios (medians of per-round ratios), writes an SVG chart and
+//! the tables to `target/loadbench/` (the paths are printed), and then floods 100,000 distinct
+//! valid tokens at the cached server (peak RSS before and after) and through an in-process
+//! layer (peak RSS and `token_cache_stats()`).
 //!
-//! Flags: `--secs S` per round and variant (default 3), `--rounds N` (5), `--connections C` (8),
-//! `--flood N` (100000; 0 skips).
-//! Everything is bounded in time and count and stops by itself; the servers are killed on exit.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Flags (after `--`): `--secs S` per round and variant (default 3), `--rounds N` (5),
+//! `--connections C` (8), `--flood N` (100000; 0 skips), `--no-peers`, `--variants a,b` (for
+//! profiling; the server pids are printed on stderr), `--out DIR`.
+//!
+//! Without `--bench` (which `cargo bench` passes), e.g. under `cargo test --benches`, it runs a
+//! quick check instead: every variant of certbound's own servers answers 200, a tampered token
+//! 401, the twin's body equals the protected route's; one short round; the chart is written.
+//! Everything is bounded in time and count and stops by itself; the servers are killed on exit
+//! (and exit on their own when this process goes away).
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certbound::{CertBound, StaticJwks, TokenCacheConfig};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use certbound::tls::{server_config, ClientAuth, PeerCertificate, TlsListener};
+use certbound::{CertBound, CertBoundLayer, StaticJwks, TokenCacheConfig, VerifiedToken};
 use certbound_core::{Algorithm, ClientCertificate, Thumbprint};
-use certbound_dev::{bound_claims, jwks_document, SigningKey};
+use certbound_dev::issuer::TestIssuer;
+use certbound_dev::{bound_claims, jwks_document, DevPki, SigningKey};
 use clap::Parser;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -46,7 +62,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_rustls::TlsConnector;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -56,7 +72,7 @@ const AUDIENCE: &str = "https://api.example";
 #[derive(Debug, Parser)]
 #[command(
     name = "loadbench",
-    about = "certbound load benchmark (127.0.0.1 only)"
+    about = "certbound load benchmark (127.0.0.1 only): cargo bench --bench loadbench -- [FLAGS]"
 )]
 struct Opts {
     /// Seconds per variant per round.
@@ -68,57 +84,109 @@ struct Opts {
     /// Keep-alive connections per variant (each sends one request at a time).
     #[arg(long, default_value_t = 8)]
     connections: usize,
-    /// Run only these variants (comma-separated names, e.g. `health,hello_cached`); for profiling.
+    /// Run only these variants (comma-separated names, e.g. `open_twin,hello_cached`).
     #[arg(long, value_delimiter = ',')]
     variants: Vec<String>,
     /// Distinct valid tokens in the memory flood (0 skips it).
     #[arg(long, default_value_t = 100_000)]
     flood: usize,
+    /// Skip jwt-authorizer and tower-oauth2-resource-server (their first build takes minutes).
+    #[arg(long)]
+    no_peers: bool,
+    /// Where the chart and the tables go (default: TARGET_DIR/loadbench).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Passed by `cargo bench`: the real run. Without it, a quick check (see the file's docs).
+    #[arg(long, hide = true)]
+    bench: bool,
     /// Internal: run the in-process memory flood in this (fresh) process and print one JSON line.
     #[arg(long, hide = true, value_parser = ["cached", "nocache", "bytes"])]
     rss_child: Option<String>,
+    /// Internal: be the API server, with the dev material in this directory.
+    #[arg(long, hide = true)]
+    serve_child: Option<PathBuf>,
+    /// Internal, with `--serve-child`: switch the verified-token cache off.
+    #[arg(long, hide = true)]
+    no_token_cache: bool,
 }
 
 fn main() -> Result<(), Error> {
-    let opts = Opts::parse();
+    let mut opts = Opts::parse();
     if let Some(mode) = &opts.rss_child {
         return rss_child(mode, opts.flood);
     }
+    if let Some(dir) = &opts.serve_child {
+        return serve_child(dir, opts.no_token_cache);
+    }
+    if !opts.bench {
+        eprintln!("loadbench: no --bench flag (not run by `cargo bench`): quick check only");
+        opts.rounds = 1;
+        opts.secs = 0.3;
+        opts.connections = opts.connections.min(2);
+        opts.flood = 0;
+        opts.no_peers = true;
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let api_exe = build(&root, &["--example", "protected_api"], "protected_api")?;
-    let peers_manifest = root.join("benches/peers/Cargo.toml");
-    let manifest = peers_manifest.to_string_lossy().into_owned();
-    let peers_exe = build(&root, &["--manifest-path", &manifest], "peers")?;
+    let out_dir = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir(&root).join("loadbench"));
+    std::fs::create_dir_all(&out_dir)?;
+    let peers_exe = if opts.no_peers {
+        None
+    } else {
+        let manifest = root.join("benches/peers/Cargo.toml");
+        let manifest = manifest.to_string_lossy().into_owned();
+        // Its own target directory: no lock shared with the `cargo bench` that runs us.
+        let peers_target = out_dir.join("peers-target");
+        let peers_target = peers_target.to_string_lossy().into_owned();
+        Some(build(
+            &root,
+            &["--manifest-path", &manifest, "--target-dir", &peers_target],
+            "peers",
+        )?)
+    };
     let started = Instant::now();
 
     let dev_dir = std::env::temp_dir().join(format!("certbound-loadbench-{}", std::process::id()));
     let _cleanup = RemoveDir(dev_dir.clone());
     certbound_dev::private_dir(&dev_dir)?; // mode 0700: it will hold private keys
+                                           // Dev material first (the servers load it): certificates and the issuer's signing key.
+    DevPki::load_or_create(&dev_dir)?;
+    let signer = SigningKey::generate("dev-1", Algorithm::ES256)?;
+    certbound_dev::write_private(
+        &dev_dir.join("jwt-signing.key"),
+        signer.pkcs8_pem().as_bytes(),
+    )?;
 
-    // The cached instance first: it creates the dev material the others reuse.
-    let cached = Server::api(&api_exe, &dev_dir, false)?;
-    let nocache = Server::api(&api_exe, &dev_dir, true)?;
+    let cached = Server::api(&dev_dir, false)?;
+    let nocache = Server::api(&dev_dir, true)?;
     let material = Material::load(&dev_dir)?;
     let issuer_b = cached
         .issuer
         .clone()
-        .ok_or("no issuer line from protected_api")?;
+        .ok_or("no issuer line from the API server")?;
     let issuer_c = nocache
         .issuer
         .clone()
-        .ok_or("no issuer line from protected_api")?;
+        .ok_or("no issuer line from the API server")?;
     let token_b = material.token(&issuer_b, "bench")?;
     let token_c = material.token(&issuer_c, "bench")?;
-    let jwks_path = dev_dir.join("jwks.json");
-    std::fs::write(&jwks_path, jwks_document(&[&material.signer]).to_string())?;
-    let peers = Server::peers(&peers_exe, &dev_dir, &jwks_path, &issuer_b)?;
+    let peers = match &peers_exe {
+        Some(exe) => {
+            let jwks_path = dev_dir.join("jwks.json");
+            std::fs::write(&jwks_path, jwks_document(&[&material.signer]).to_string())?;
+            Some(Server::peers(exe, &dev_dir, &jwks_path, &issuer_b)?)
+        }
+        None => None,
+    };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let client = runtime.block_on(material.connector())?;
     let addr = |s: &Server, name: &str| s.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
-    let targets = vec![
+    let mut targets = vec![
         Target::new(
             "health",
             "(a) /health, no auth",
@@ -129,9 +197,17 @@ fn main() -> Result<(), Error> {
         ),
         Target::new(
             "health_token",
-            "(a') /health, no auth, same Authorization header sent (ignored)",
+            "(a') /health + the same Authorization header (ignored)",
             addr(&cached, "api"),
             "/health",
+            Some(&token_b),
+            cached.pid(),
+        ),
+        Target::new(
+            "open_twin",
+            "(o) /open/hello: same handler, same request, no layer",
+            addr(&cached, "api"),
+            "/open/hello",
             Some(&token_b),
             cached.pid(),
         ),
@@ -145,60 +221,67 @@ fn main() -> Result<(), Error> {
         ),
         Target::new(
             "hello_nocache",
-            "(c) /api/hello, bound token, --no-token-cache",
+            "(c) /api/hello, bound token, no_token_cache()",
             addr(&nocache, "api"),
             "/api/hello",
             Some(&token_c),
             nocache.pid(),
         ),
-        Target::new(
-            "jwt_authorizer",
-            "(d1) jwt-authorizer 0.15, same token (no binding)",
-            addr(&peers, "jwt-authorizer"),
-            "/api/hello",
-            Some(&token_b),
-            peers.pid(),
-        ),
-        Target::new(
-            "tower_oauth2",
-            "(d2) tower-oauth2-resource-server 0.12, same token (no binding)",
-            addr(&peers, "tower-oauth2-resource-server"),
-            "/api/hello",
-            Some(&token_b),
-            peers.pid(),
-        ),
     ];
+    if let Some(peers) = &peers {
+        targets.push(Target::new(
+            "jwt_authorizer",
+            "(d1) jwt-authorizer 0.15 (no binding)",
+            addr(peers, "jwt-authorizer"),
+            "/api/hello",
+            Some(&token_b),
+            peers.pid(),
+        ));
+        targets.push(Target::new(
+            "tower_oauth2",
+            "(d2) tower-oauth2-resource-server 0.12 (no binding)",
+            addr(peers, "tower-oauth2-resource-server"),
+            "/api/hello",
+            Some(&token_b),
+            peers.pid(),
+        ));
+    }
     let mut targets: Vec<Target> = targets.into_iter().collect::<Result<_, _>>()?;
     if !opts.variants.is_empty() {
         targets.retain(|t| opts.variants.iter().any(|v| v == t.name));
     }
     eprintln!(
-        "servers: protected_api pid {} (cache), pid {} (--no-token-cache); peers pid {}",
+        "servers: API pid {} (cache), pid {} (no_token_cache); peers pid {}",
         cached.pid(),
         nocache.pid(),
-        peers.pid()
+        peers
+            .as_ref()
+            .map_or_else(|| "- (skipped)".to_owned(), |p| p.pid().to_string())
     );
 
-    runtime.block_on(run(&opts, &client, &targets, &material, &cached, &issuer_b))?;
+    let mut markdown = runtime.block_on(run(
+        &opts, &client, &targets, &material, &cached, &issuer_b, &out_dir,
+    ))?;
     drop((cached, nocache, peers));
 
     if opts.flood > 0 {
-        println!(
-            "\n## In-process flood: {} distinct tokens through CertBoundLayer::verify\n",
+        let mut md = String::new();
+        md += &format!(
+            "\n## In-process flood: {} distinct tokens through CertBoundLayer::verify\n\n",
             opts.flood
         );
-        println!("| layer | VmHWM before | VmHWM after | growth | cache entries | cache bytes (weighed) | time |");
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        md += "| layer | VmHWM before | VmHWM after | growth | cache entries | cache bytes (weighed) | time |\n";
+        md += "|---|---:|---:|---:|---:|---:|---:|\n";
         for mode in ["cached", "bytes", "nocache"] {
             let out = Command::new(std::env::current_exe()?)
                 .args(["--rss-child", mode, "--flood", &opts.flood.to_string()])
                 .stderr(Stdio::inherit())
                 .output()?;
             let line = String::from_utf8_lossy(&out.stdout);
-            let v: serde_json::Value = serde_json::from_str(line.trim())?;
+            let v: Value = serde_json::from_str(line.trim())?;
             let kib = |k: &str| v[k].as_u64().unwrap_or(0);
-            println!(
-                "| {} | {} | {} | {} | {} | {} | {:.1} s |",
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} | {:.1} s |\n",
                 match mode {
                     "cached" => "default (10,000 entries / 32 MiB)",
                     "bytes" => "1,000,000 entries / 16 MiB (bytes decide)",
@@ -212,12 +295,28 @@ fn main() -> Result<(), Error> {
                 v["secs"].as_f64().unwrap_or(0.0)
             );
         }
+        print!("{md}");
+        markdown += &md;
     }
+    let md_path = out_dir.join("loadbench.md");
+    std::fs::write(&md_path, &markdown)?;
+    println!("\ntables: {}", md_path.display());
     println!(
-        "\nloadbench finished in {:.0} s (excluding builds: see above)",
+        "loadbench finished in {:.0} s (excluding builds)",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Where cargo puts build output: this executable is `TARGET/PROFILE/deps/loadbench-HASH`.
+fn target_dir(root: &Path) -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| root.join("target"))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -228,20 +327,23 @@ async fn run(
     material: &Material,
     cached: &Server,
     issuer_b: &str,
-) -> Result<(), Error> {
+    out_dir: &Path,
+) -> Result<String, Error> {
     let t0 = Instant::now();
     // Open every connection once (the handshake is not what is measured), check every variant.
     let mut pools = Vec::new();
+    let mut bodies = Vec::new();
     for t in targets {
         let mut conns = Vec::new();
         for _ in 0..opts.connections {
             conns.push(connect(client, t.addr).await?);
         }
-        let status = request(&mut conns[0], t.path, t.auth.as_ref()).await?;
+        let (status, body) = fetch(&mut conns[0], t.path, t.auth.as_ref()).await?;
         if status != StatusCode::OK {
             return Err(format!("{}: expected 200, got {status}", t.name).into());
         }
-        if let (Some(auth), true) = (&t.auth, t.path != "/health") {
+        bodies.push((t.name, body));
+        if let (Some(auth), true) = (&t.auth, t.path == "/api/hello") {
             // The layer really validates: a token with a broken signature is refused.
             let bad = tamper(auth);
             let status = request(&mut conns[0], t.path, Some(&bad)).await?;
@@ -253,13 +355,27 @@ async fn run(
         }
         pools.push(conns);
     }
-    println!("\ncertbound loadbench — {} connections/variant, HTTP/1.1 keep-alive over mTLS (client A), {} rounds x {} s, order rotating", opts.connections, opts.rounds, opts.secs);
-    println!(
-        "machine: {} CPUs ({}), load average at start: {}",
+    // The twin answers exactly what the protected route answers.
+    let body = |name: &str| bodies.iter().find(|(n, _)| *n == name).map(|(_, b)| b);
+    if let (Some(open), Some(protected)) = (body("open_twin"), body("hello_cached")) {
+        if open != protected {
+            return Err(format!(
+                "the open twin's body differs from the protected route's: {open:?} vs {protected:?}"
+            )
+            .into());
+        }
+    }
+    let mut md = format!(
+        "certbound loadbench — {} connections/variant, HTTP/1.1 keep-alive over mTLS (client A), \
+         {} rounds × {} s, order rotating\n\nmachine: {} CPUs ({}), load average at start: {}\n",
+        opts.connections,
+        opts.rounds,
+        opts.secs,
         cpus(),
         cpu_model(),
         loadavg()
     );
+    println!("\n{md}");
 
     // Warm-up: one short pass per variant.
     for (t, conns) in targets.iter().zip(pools.iter_mut()) {
@@ -282,44 +398,50 @@ async fn run(
         }
         eprintln!("round {}/{} done", round + 1, opts.rounds);
     }
-    report(targets, &results);
-    println!("\nload rounds took {:.0} s", t0.elapsed().as_secs_f64());
+    let load_end = loadavg();
+    let summaries: Vec<Summary> = results.iter().map(|r| summarize(r)).collect();
+    let tables = report(targets, &summaries);
+    print!("{tables}");
+    md += &tables;
+    let tail = format!(
+        "\nload rounds took {:.0} s; load average at the end: {load_end}\n",
+        t0.elapsed().as_secs_f64()
+    );
+    print!("{tail}");
+    md += &tail;
+    let svg = out_dir.join("loadbench.svg");
+    chart(&svg, opts, targets, &summaries)?;
+    println!("chart: {}", svg.display());
 
     if opts.flood > 0 {
-        println!(
-            "\n## HTTP flood: {} distinct valid tokens (client A, {} connections), server memory\n",
+        let mut flood_md = format!(
+            "\n## HTTP flood: {} distinct valid tokens (client A, {} connections), server memory\n\n",
             opts.flood, opts.connections
         );
-        println!(
-            "| server | VmHWM before | VmHWM after | VmRSS after | growth of peak | req/s | time |"
-        );
-        println!("|---|---:|---:|---:|---:|---:|---:|");
-        for (name, server, issuer) in [(
-            "protected_api (cache: 10,000 entries / 32 MiB)",
-            cached,
-            issuer_b,
-        )] {
-            let addr = server.addrs.first().ok_or("no address")?.1;
-            let mut conns = Vec::new();
-            for _ in 0..opts.connections {
-                conns.push(connect(client, addr).await?);
-            }
-            let before = proc_status(server.pid());
-            let t = Instant::now();
-            let n = flood(&mut conns, material, issuer, opts.flood).await?;
-            let secs = t.elapsed().as_secs_f64();
-            let after = proc_status(server.pid());
-            println!(
-                "| {name} | {} | {} | {} | {} | {:.0} | {secs:.1} s |",
-                mib(before.0),
-                mib(after.0),
-                mib(after.1),
-                mib(after.0.saturating_sub(before.0)),
-                n as f64 / secs
-            );
+        flood_md += "| server | VmHWM before | VmHWM after | VmRSS after | growth of peak | req/s | time |\n";
+        flood_md += "|---|---:|---:|---:|---:|---:|---:|\n";
+        let addr = cached.addrs.first().ok_or("no address")?.1;
+        let mut conns = Vec::new();
+        for _ in 0..opts.connections {
+            conns.push(connect(client, addr).await?);
         }
+        let before = proc_status(cached.pid());
+        let t = Instant::now();
+        let n = flood(&mut conns, material, issuer_b, opts.flood).await?;
+        let secs = t.elapsed().as_secs_f64();
+        let after = proc_status(cached.pid());
+        flood_md += &format!(
+            "| API server (cache: 10,000 entries / 32 MiB) | {} | {} | {} | {} | {:.0} | {secs:.1} s |\n",
+            mib(before.0),
+            mib(after.0),
+            mib(after.1),
+            mib(after.0.saturating_sub(before.0)),
+            n as f64 / secs
+        );
+        print!("{flood_md}");
+        md += &flood_md;
     }
-    Ok(())
+    Ok(md)
 }
 
 // ---------------------------------------------------------------- measurement
@@ -431,14 +553,43 @@ fn summarize(rounds: &[Round]) -> Summary {
     }
 }
 
-fn report(targets: &[Target], results: &[Vec<Round>]) {
-    let s: Vec<Summary> = results.iter().map(|r| summarize(r)).collect();
-    println!("\n| variant | req/s (median of rounds) | req/s per round (min–max) | p50 µs | p99 µs | server CPU µs/req | client CPU µs/req |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (t, s) in targets.iter().zip(&s) {
+/// A ratio between two variants, paired per round.
+struct Ratio {
+    /// Median of the per-round req/s ratios.
+    median: f64,
+    min: f64,
+    max: f64,
+    /// Server CPU per request of `b` over that of `a` (higher is better for `a`).
+    cpu: f64,
+}
+
+fn ratio(targets: &[Target], s: &[Summary], a: &str, b: &str) -> Option<Ratio> {
+    let ia = targets.iter().position(|t| t.name == a)?;
+    let ib = targets.iter().position(|t| t.name == b)?;
+    // Paired per round: both variants ran in the same round, so a neighbour's load that comes
+    // and goes between rounds cancels out better than in the totals.
+    let paired: Vec<f64> = s[ia]
+        .round_rps
+        .iter()
+        .zip(&s[ib].round_rps)
+        .map(|(x, y)| x / y)
+        .collect();
+    let (min, max) = min_max(&paired);
+    Some(Ratio {
+        median: median(&paired),
+        min,
+        max,
+        cpu: s[ib].server_us_per_req / s[ia].server_us_per_req,
+    })
+}
+
+/// The tables, as Markdown.
+fn report(targets: &[Target], s: &[Summary]) -> String {
+    let mut md = String::from("\n| variant | req/s (median of rounds) | req/s per round (min–max) | p50 µs | p99 µs | server CPU µs/req | client CPU µs/req |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    for (t, s) in targets.iter().zip(s) {
         let (lo, hi) = min_max(&s.round_rps);
-        println!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.0} | {:.0} | {:.1} | {:.1} |",
+        md += &format!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.0} | {:.0} | {:.1} | {:.1} |\n",
             t.label,
             median(&s.round_rps),
             lo,
@@ -449,40 +600,46 @@ fn report(targets: &[Target], results: &[Vec<Round>]) {
             s.client_us_per_req
         );
     }
-    let idx = |name: &str| targets.iter().position(|t| t.name == name);
-    let ratio = |a: &str, b: &str, target: Option<f64>| {
-        let (Some(ia), Some(ib)) = (idx(a), idx(b)) else {
-            return;
+    md += "\n| ratio | req/s, median of per-round ratios | per round (min–max) | server CPU/req, inverse ratio | target |\n|---|---:|---:|---:|---|\n";
+    for (a, b, target) in [
+        ("hello_cached", "open_twin", Some(0.9)),
+        ("hello_nocache", "open_twin", None),
+        ("open_twin", "health", None),
+        ("health_token", "health", None),
+        ("hello_cached", "health", None),
+        ("hello_cached", "jwt_authorizer", Some(3.0)),
+        ("hello_cached", "tower_oauth2", Some(3.0)),
+        ("hello_nocache", "jwt_authorizer", None),
+        ("hello_nocache", "tower_oauth2", None),
+        ("hello_cached", "hello_nocache", None),
+    ] {
+        let Some(r) = ratio(targets, s, a, b) else {
+            continue;
         };
-        // Paired per round: both variants ran in the same round, so a neighbour's load that
-        // comes and goes between rounds cancels out better than in the totals.
-        let paired: Vec<f64> = s[ia]
-            .round_rps
-            .iter()
-            .zip(&s[ib].round_rps)
-            .map(|(x, y)| x / y)
-            .collect();
-        let (lo, hi) = min_max(&paired);
-        let m = median(&paired);
-        let cpu = s[ib].server_us_per_req / s[ia].server_us_per_req;
         let verdict = match target {
-            Some(t) if m >= t && cpu >= t => format!("≥ {t}: met"),
-            Some(t) if m >= t => format!("≥ {t}: met by req/s, not by server CPU"),
+            Some(t) if r.median >= t && r.cpu >= t => format!("≥ {t}: met"),
+            Some(t) if r.median >= t => format!("≥ {t}: met by req/s, not by server CPU"),
             Some(t) => format!("≥ {t}: MISSED"),
             None => "(info)".to_owned(),
         };
-        println!("| {a} / {b} | {m:.2} | {lo:.2}–{hi:.2} | {cpu:.2} | {verdict} |");
+        md += &format!(
+            "| {a} / {b} | {:.2} | {:.2}–{:.2} | {:.2} | {verdict} |\n",
+            r.median, r.min, r.max, r.cpu
+        );
+    }
+    let cpu = |name: &str| {
+        targets
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| s[i].server_us_per_req)
     };
-    println!("\n| ratio | req/s, median of per-round ratios | per round (min–max) | server CPU/req, inverse ratio | target |");
-    println!("|---|---:|---:|---:|---|");
-    ratio("hello_cached", "health", Some(0.9));
-    ratio("health_token", "health", None);
-    ratio("hello_cached", "health_token", None);
-    ratio("hello_cached", "jwt_authorizer", Some(3.0));
-    ratio("hello_cached", "tower_oauth2", Some(3.0));
-    ratio("hello_nocache", "jwt_authorizer", None);
-    ratio("hello_nocache", "tower_oauth2", None);
-    ratio("hello_cached", "hello_nocache", None);
+    if let (Some(b), Some(o)) = (cpu("hello_cached"), cpu("open_twin")) {
+        md += &format!(
+            "\ncertbound on a cache hit, server CPU per request: {:+.1} µs ((b) {b:.1} − (o) {o:.1})\n",
+            b - o
+        );
+    }
+    md
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -552,6 +709,174 @@ fn loadavg() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+// ---------------------------------------------------------------- the chart
+
+/// Two panels side by side: req/s (median of rounds, whisker min–max) and server CPU µs per
+/// request, one bar per variant; the title carries the protected / open twin ratio.
+fn chart(path: &Path, opts: &Opts, targets: &[Target], s: &[Summary]) -> Result<(), Error> {
+    use plotters::prelude::*;
+
+    let n = targets.len();
+    let rows = n as i32;
+    let colour = |name: &str| match name {
+        "health" | "health_token" | "open_twin" => RGBColor(150, 150, 150),
+        "hello_cached" | "hello_nocache" => RGBColor(31, 119, 180),
+        _ => RGBColor(230, 130, 30),
+    };
+    let short = |t: &Target| t.label.split(" (").next().unwrap_or(t.label).to_owned();
+    let labels: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            let mut label = t.label.to_owned();
+            if label.chars().count() > 44 {
+                label = short(t);
+            }
+            label
+        })
+        .collect();
+    let headline = ratio(targets, s, "hello_cached", "open_twin").map_or_else(
+        || "certbound loadbench".to_owned(),
+        |r| {
+            format!(
+                "certbound, cache hit ÷ open twin route: {:.2}× req/s (rounds {:.2}–{:.2}), {:.2}× by server CPU",
+                r.median, r.min, r.max, r.cpu
+            )
+        },
+    );
+    let subtitle = format!(
+        "{} rounds × {} s per variant, {} keep-alive mTLS connections each, order rotating; {} CPUs, load average at the end {}",
+        opts.rounds,
+        opts.secs,
+        opts.connections,
+        cpus(),
+        loadavg()
+    );
+
+    let height = 168 + 46 * n as u32;
+    let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (top, body) = root.split_vertically(88);
+    top.draw(&Text::new(
+        headline,
+        (16, 10),
+        ("sans-serif", 20).into_font().style(FontStyle::Bold),
+    ))?;
+    top.draw(&Text::new(
+        subtitle,
+        (16, 42),
+        ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+    ))?;
+    top.draw(&Text::new(
+        "grey: no authentication · blue: certbound (binding checked) · orange: peer middleware (no binding check)",
+        (16, 62),
+        ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
+    ))?;
+    let (left, right) = body.split_horizontally(760);
+
+    // The first variant on top.
+    let row = |i: usize| rows - 1 - i as i32;
+    let label_of = |v: &SegmentValue<i32>| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => usize::try_from(rows - 1 - *i)
+            .ok()
+            .and_then(|i| labels.get(i))
+            .cloned()
+            .unwrap_or_default(),
+        SegmentValue::Last => String::new(),
+    };
+
+    // Left: req/s.
+    let rps: Vec<(f64, f64, f64)> = s
+        .iter()
+        .map(|s| {
+            let (lo, hi) = min_max(&s.round_rps);
+            (median(&s.round_rps), lo, hi)
+        })
+        .collect();
+    let x_max = rps.iter().map(|r| r.2).fold(1.0, f64::max) * 1.18;
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "req/s — median of rounds (whisker: min–max)",
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(330)
+        .build_cartesian_2d(0.0..x_max, (0..rows - 1).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n)
+        .y_label_formatter(&label_of)
+        .y_label_style(("sans-serif", 13))
+        .x_labels(6)
+        .x_label_formatter(&|x| format!("{:.0}k", x / 1000.0))
+        .draw()?;
+    for (i, (t, (m, lo, hi))) in targets.iter().zip(&rps).enumerate() {
+        let i = row(i);
+        let c = colour(t.name);
+        let mut bar = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (*m, SegmentValue::Exact(i + 1)),
+            ],
+            c.filled(),
+        );
+        bar.set_margin(7, 7, 0, 0);
+        chart.draw_series(std::iter::once(bar))?;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![
+                (*lo, SegmentValue::CenterOf(i)),
+                (*hi, SegmentValue::CenterOf(i)),
+            ],
+            BLACK.stroke_width(2),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{m:.0}"),
+            (hi + x_max * 0.01, SegmentValue::CenterOf(i)),
+            ("sans-serif", 12),
+        )))?;
+    }
+
+    // Right: server CPU per request.
+    let cpu: Vec<f64> = s.iter().map(|s| s.server_us_per_req).collect();
+    let c_max = cpu.iter().copied().fold(1.0, f64::max) * 1.25;
+    let mut chart = ChartBuilder::on(&right)
+        .caption(
+            "server CPU µs per request (lower is better)",
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0.0..c_max, (0..rows - 1).into_segmented())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(n)
+        .y_label_formatter(&|_| String::new())
+        .x_labels(5)
+        .draw()?;
+    for (i, (t, v)) in targets.iter().zip(&cpu).enumerate() {
+        let i = row(i);
+        let mut bar = Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (*v, SegmentValue::Exact(i + 1)),
+            ],
+            colour(t.name).filled(),
+        );
+        bar.set_margin(7, 7, 0, 0);
+        chart.draw_series(std::iter::once(bar))?;
+        chart.draw_series(std::iter::once(Text::new(
+            format!("{v:.1}"),
+            (v + c_max * 0.01, SegmentValue::CenterOf(i)),
+            ("sans-serif", 12),
+        )))?;
+    }
+    root.present()?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------- the memory flood
@@ -696,6 +1021,15 @@ async fn request(
     path: &str,
     auth: Option<&HeaderValue>,
 ) -> Result<StatusCode, Error> {
+    Ok(fetch(conn, path, auth).await?.0)
+}
+
+/// One request: the status and the whole body.
+async fn fetch(
+    conn: &mut Conn,
+    path: &str,
+    auth: Option<&HeaderValue>,
+) -> Result<(StatusCode, Bytes), Error> {
     let mut req = Request::get(path).header(header::HOST, "localhost");
     if let Some(auth) = auth {
         req = req.header(header::AUTHORIZATION, auth.clone());
@@ -703,8 +1037,8 @@ async fn request(
     conn.ready().await?;
     let resp = conn.send_request(req.body(Empty::new())?).await?;
     let status = resp.status();
-    resp.into_body().collect().await?;
-    Ok(status)
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }
 
 /// The same token with one character in the middle of its signature changed (still canonical
@@ -774,6 +1108,8 @@ impl Material {
 /// A server child process, killed (by its own pid) when dropped.
 struct Server {
     child: Child,
+    /// Held open: the API server exits by itself when this closes (we went away).
+    _stdin: Option<ChildStdin>,
     addrs: Vec<(String, SocketAddr)>,
     issuer: Option<String>,
 }
@@ -783,15 +1119,13 @@ impl Server {
         self.child.id()
     }
 
-    /// `protected_api` in dev mode on an ephemeral port; logs at `warn` so logging is not measured.
-    fn api(exe: &Path, dev_dir: &Path, no_cache: bool) -> Result<Self, Error> {
-        let mut cmd = Command::new(exe);
-        cmd.args(["--listen", "127.0.0.1:0", "--dev-dir"])
-            .arg(dev_dir);
+    /// The API server (this executable with `--serve-child`) on an ephemeral port.
+    fn api(dev_dir: &Path, no_cache: bool) -> Result<Self, Error> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.arg("--serve-child").arg(dev_dir);
         if no_cache {
             cmd.arg("--no-token-cache");
         }
-        cmd.env("RUST_LOG", "warn");
         Self::start(cmd, |line, s| {
             if let Some(rest) = line.strip_prefix("listening on https://") {
                 let addr = rest.split_whitespace().next().unwrap_or_default();
@@ -823,13 +1157,15 @@ impl Server {
         mut ready: impl FnMut(&str, &mut Server) -> Option<()>,
     ) -> Result<Self, Error> {
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdin = child.stdin.take();
         let mut server = Server {
             child,
+            _stdin: stdin,
             addrs: Vec::new(),
             issuer: None,
         };
@@ -879,15 +1215,97 @@ fn build(root: &Path, args: &[&str], name: &str) -> Result<PathBuf, Error> {
             "--message-format=json-render-diagnostics",
         ])
         .args(args);
-    eprintln!("building {name} (release)…");
+    eprintln!("building {name} (release; the first build takes minutes, --no-peers skips it)…");
     let out = cmd.stderr(Stdio::inherit()).output()?;
     if !out.status.success() {
-        return Err(format!("cargo build for {name} failed").into());
+        return Err(format!("cargo build for {name} failed (--no-peers skips it)").into());
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == name)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
         .ok_or_else(|| format!("cargo build did not report an executable for {name}").into())
+}
+
+// ---------------------------------------------------------------- the API server
+
+/// The example API's `/health` and `/api/hello` (its handler, behind the certbound layer), and
+/// their open twin `/open/hello`: the same handler, handed a token verified once at startup
+/// (the layer hands each request its own), with no layer.
+fn app(auth: CertBoundLayer, open_token: VerifiedToken) -> Router {
+    let protected = Router::new()
+        .route("/api/hello", get(hello))
+        .route_layer(auth);
+    let open = Router::new()
+        .route("/open/hello", get(hello))
+        .route_layer(Extension(open_token));
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .merge(protected)
+        .merge(open)
+}
+
+/// The example API's handler (examples/support): who the token is for and what it is bound to.
+async fn hello(token: VerifiedToken) -> Json<Value> {
+    Json(json!({
+        "sub": token.sub(),
+        "client_id": token.client_id(),
+        "scope": token.scope(),
+        "thumbprint": token.thumbprint().map(ToString::to_string),
+    }))
+}
+
+/// `--serve-child DIR`: the API server over mutual TLS (self-signed client mode, the example's
+/// default) with a dev issuer (discovery + JWKS over HTTPS, as the example's dev mode), tokio's
+/// default workers, logging at `warn` (rejections would show; accepted requests are not logged).
+/// Exits when its stdin closes (the benchmark went away) or after an hour.
+fn serve_child(dir: &Path, no_cache: bool) -> Result<(), Error> {
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_secs(3600));
+        std::process::exit(0);
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let (pki, _) = DevPki::load_or_create(dir)?;
+        let pem = std::fs::read_to_string(dir.join("jwt-signing.key"))?;
+        let signer = SigningKey::from_pkcs8_pem("dev-1", Algorithm::ES256, &pem)?;
+        let issuer = TestIssuer::start(&[&signer]).await?;
+        let mut builder = CertBound::builder()
+            .issuer(issuer.issuer_url())
+            .audience(AUDIENCE)
+            .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec());
+        if no_cache {
+            builder = builder.no_token_cache();
+        }
+        let auth = builder.build().await?;
+        // The twin's token: client A's, with the claims the benchmark's token has.
+        let thumbprint = *ClientCertificate::from_der(pki.client_a.cert_der.to_vec()).thumbprint();
+        let token = signer.sign(&bound_claims(issuer.issuer_url(), AUDIENCE, &thumbprint))?;
+        let open_token = auth.verify(&token, Some(thumbprint)).await?;
+        let tls = server_config(
+            vec![pki.server.cert_der.clone()],
+            pki.server.private_key(),
+            ClientAuth::self_signed(),
+        )?;
+        let listener = TlsListener::bind("127.0.0.1:0", tls).await?;
+        println!("listening on https://{}", listener.local_addr());
+        println!("issuer (dev) {}", issuer.issuer_url());
+        std::io::stdout().flush()?;
+        let app = app(auth, open_token).into_make_service_with_connect_info::<PeerCertificate>();
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
 }

@@ -286,6 +286,30 @@ fn a_jwk_that_does_not_fit_alg_is_an_invalid_key_not_a_bad_signature() {
 }
 
 #[test]
+fn a_dpop_header_that_is_not_ascii_is_malformed_not_multiple() {
+    let token = token();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("DPoP {token}").parse().unwrap());
+    headers.insert(
+        "dpop",
+        http::HeaderValue::from_bytes(b"eyJ\xff.e30.c2ln").unwrap(),
+    );
+    let credentials = Credentials::from_headers(&headers, 16 * 1024)
+        .unwrap()
+        .for_request("GET", URL);
+    assert_eq!(
+        decide_with(&verifier(), credentials).err(),
+        Some(Rejection::MalformedDpopProof)
+    );
+    // Through an owned copy (the path of a decision that waits for a key refresh) too.
+    let owned = credentials.to_owned();
+    assert_eq!(
+        decide_with(&verifier(), owned.as_credentials()).err(),
+        Some(Rejection::MalformedDpopProof)
+    );
+}
+
+#[test]
 fn fapi_positives() {
     let token = token();
     for (name, proof, url) in [

@@ -657,6 +657,45 @@ async fn nonces_first_401_use_dpop_nonce_then_200() {
     assert_eq!(r.nonce, None, "{r:?}");
 }
 
+/// A token bound by both `cnf."x5t#S256"` and `cnf.jkt` is accepted only when both hold: the
+/// certificate of the connection and the key of the proof.
+#[tokio::test]
+async fn a_token_bound_to_a_certificate_and_a_key_needs_both() {
+    let s = DpopApi::start(|b, _| b).await;
+    let issuer = s.api.issuer.as_ref().unwrap();
+    let mut claims = dpop_bound_claims(issuer.issuer_url(), AUDIENCE, &s.client.jkt());
+    let cert_a = common::thumbprint(&s.api.pki.client_a);
+    claims["cnf"]["x5t#S256"] = json!(cert_a.to_string());
+    let token = s.api.signer.sign(&claims).unwrap();
+    let dpop = format!("DPoP {token}");
+    let proof = || s.client.proof("GET", &s.url, Some(&token), None).unwrap();
+    let with_a = s.api.client(Some(&s.api.pki.client_a));
+    let with_b = s.api.client(Some(&s.api.pki.client_b));
+    let r = s
+        .send_to(&with_a, &s.url, Some(&dpop), &[&proof()], &[])
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let body: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(body["thumbprint"], cert_a.to_string());
+    use Rejection::*;
+    s.send_to(&with_b, &s.url, Some(&dpop), &[&proof()], &[])
+        .await
+        .assert_refused("another certificate", "DPoP", BindingMismatch);
+    s.send_to(&s.http, &s.url, Some(&dpop), &[&proof()], &[])
+        .await
+        .assert_refused("no certificate", "DPoP", MissingClientCertificate);
+    let by_other = DpopKey::generate(Algorithm::ES256)
+        .unwrap()
+        .proof("GET", &s.url, Some(&token), None)
+        .unwrap();
+    s.send_to(&with_a, &s.url, Some(&dpop), &[&by_other], &[])
+        .await
+        .assert_refused("another key", "DPoP", DpopKeyMismatch);
+    s.send_to(&with_a, &s.url, Some(&format!("Bearer {token}")), &[], &[])
+        .await
+        .assert_refused("the certificate alone", "Bearer", DpopBoundTokenAsBearer);
+}
+
 /// Headers that would move `htu` to another origin when honoured.
 const SPOOFED: [(&str, &str); 4] = [
     ("x-forwarded-host", "evil.example"),

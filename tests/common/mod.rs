@@ -104,6 +104,12 @@ impl Api {
     /// The API protected by `auth` (a clone keeps its statistics readable); `issuer` and
     /// `signer` are placeholders the caller may replace.
     pub async fn serve(mode: Mode, auth: CertBoundLayer) -> Api {
+        Self::bind(mode).await.serve(auth)
+    }
+
+    /// The listener alone, so the layer can be built knowing the URL (e.g. `.public_url(..)`);
+    /// then [`Listening::serve`].
+    pub async fn bind(mode: Mode) -> Listening {
         let pki = DevPki::generate(std::env::temp_dir()).unwrap();
         let client_auth = match mode {
             Mode::SelfSigned => ClientAuth::self_signed(),
@@ -120,18 +126,8 @@ impl Api {
         )
         .unwrap();
         let listener = TlsListener::bind("127.0.0.1:0", tls).await.unwrap();
-        let stats = listener.stats();
         let url = format!("https://localhost:{}", listener.local_addr().port());
-        let app = support::routes(auth).into_make_service_with_connect_info::<PeerCertificate>();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let signer = SigningKey::generate("unused", Algorithm::ES256).unwrap();
-        Api {
-            url,
-            pki,
-            issuer: None,
-            signer,
-            stats,
-        }
+        Listening { listener, pki, url }
     }
 
     /// Standard claims for a token bound to `cert`.
@@ -157,6 +153,32 @@ impl Api {
             req = req.bearer_auth(t);
         }
         answer(req.send().await.unwrap()).await
+    }
+}
+
+/// A bound TLS listener not serving yet: [`Api::bind`].
+pub struct Listening {
+    listener: TlsListener,
+    pub pki: DevPki,
+    /// `https://localhost:PORT`.
+    pub url: String,
+}
+
+impl Listening {
+    /// Serves the example routes protected by `auth`.
+    pub fn serve(self, auth: CertBoundLayer) -> Api {
+        let Listening { listener, pki, url } = self;
+        let stats = listener.stats();
+        let app = support::routes(auth).into_make_service_with_connect_info::<PeerCertificate>();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let signer = SigningKey::generate("unused", Algorithm::ES256).unwrap();
+        Api {
+            url,
+            pki,
+            issuer: None,
+            signer,
+            stats,
+        }
     }
 }
 

@@ -4,6 +4,10 @@
 //! certbound thumbprint CERT…            x5t#S256, hex SHA-256 and subject of every certificate
 //! certbound inspect TOKEN|- [--cert …]  header, claims, binding, expiry — and, with keys, the
 //!                                       layer's own verdict (CertBoundLayer::verify)
+//!           [--proof PROOF --method M --url U]  … and of a DPoP proof for that token
+//! certbound dpop key [--alg ES256] [--out FILE]  a DPoP key (PKCS#8 PEM, 0600) and its jkt
+//! certbound dpop proof --key KEY --method M --url URL [--token T] [--nonce N]
+//!                                       one DPoP proof on stdout, for curl's `-H "DPoP: …"`
 //! certbound dev-pki [DIR]               the dev CA, server and client certificates the example uses
 //! ```
 //!
@@ -13,6 +17,7 @@
 
 mod certs;
 mod dev_pki;
+mod dpop;
 mod inspect;
 mod thumbprint;
 mod time;
@@ -22,7 +27,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Certificate-bound access tokens (RFC 8705): thumbprints, token inspection, a dev PKI.
+/// Sender-constrained access tokens (RFC 8705 mTLS, RFC 9449 DPoP): thumbprints, token
+/// inspection, DPoP keys and proofs, a dev PKI.
 #[derive(Debug, Parser)]
 #[command(name = "certbound", version, about, long_about = None)]
 struct Cli {
@@ -34,8 +40,14 @@ struct Cli {
 enum Command {
     /// Print the x5t#S256 thumbprint, hex SHA-256 and subject of certificates (PEM or DER).
     Thumbprint(thumbprint::Args),
-    /// Explain an access token: header, claims, binding, expiry, and the layer's verdict.
+    /// Explain an access token (and a DPoP proof): header, claims, binding, expiry, and the
+    /// layer's verdict.
     Inspect(inspect::Args),
+    /// DPoP (RFC 9449) client keys and proofs.
+    Dpop {
+        #[command(subcommand)]
+        command: dpop::Command,
+    },
     /// Create (or reuse) the dev CA, server and client certificates in DIR.
     #[command(name = "dev-pki")]
     DevPki {
@@ -78,6 +90,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Thumbprint(args) => thumbprint::run(&args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Dpop { command } => dpop::run(command),
         Command::DevPki { dir, force } => dev_pki::run(dir, force),
     };
     match outcome {

@@ -197,7 +197,11 @@ impl DpopPolicy {
         let key = VerificationKey::from_jwk(jwk).map_err(|_| Rejection::InvalidDpopKey)?;
         let jkt = jwk_thumbprint(jwk).ok_or(Rejection::InvalidDpopKey)?;
         key.verify(alg, parsed.signing_input(), parsed.signature())
-            .map_err(|_| Rejection::BadDpopSignature)?;
+            .map_err(|rejection| match rejection {
+                // The jwk is of another type or curve than `alg` names (a P-384 key under ES256).
+                Rejection::KeyAlgorithmMismatch => Rejection::InvalidDpopKey,
+                _ => Rejection::BadDpopSignature,
+            })?;
 
         let claims = parsed.unverified_claims();
         let string = |name: &str| match claims.get(name) {

@@ -91,6 +91,8 @@ enum Proof<'r> {
     None,
     One(&'r str),
     Many,
+    /// One header whose value is not visible ASCII: no compact JWS can be.
+    Malformed,
 }
 
 impl<'r> Credentials<'r> {
@@ -106,7 +108,7 @@ impl<'r> Credentials<'r> {
         let mut proofs = headers.get_all("dpop").iter();
         let proof = match (proofs.next(), proofs.next()) {
             (None, _) => Proof::None,
-            (Some(one), None) => one.to_str().map_or(Proof::Many, Proof::One),
+            (Some(one), None) => one.to_str().map_or(Proof::Malformed, Proof::One),
             (Some(_), Some(_)) => Proof::Many,
         };
         Ok(Self {
@@ -161,8 +163,16 @@ impl<'r> Credentials<'r> {
 pub struct OwnedCredentials {
     scheme: Scheme,
     token: String,
-    proof: Option<Result<String, ()>>,
+    proof: OwnedProof,
     target: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
+enum OwnedProof {
+    None,
+    One(String),
+    Many,
+    Malformed,
 }
 
 impl OwnedCredentials {
@@ -172,9 +182,10 @@ impl OwnedCredentials {
             scheme: self.scheme,
             token: &self.token,
             proof: match &self.proof {
-                None => Proof::None,
-                Some(Ok(proof)) => Proof::One(proof),
-                Some(Err(())) => Proof::Many,
+                OwnedProof::None => Proof::None,
+                OwnedProof::One(proof) => Proof::One(proof),
+                OwnedProof::Many => Proof::Many,
+                OwnedProof::Malformed => Proof::Malformed,
             },
             target: self
                 .target
@@ -191,9 +202,10 @@ impl Credentials<'_> {
             scheme: self.scheme,
             token: self.token.to_owned(),
             proof: match self.proof {
-                Proof::None => None,
-                Proof::One(proof) => Some(Ok(proof.to_owned())),
-                Proof::Many => Some(Err(())),
+                Proof::None => OwnedProof::None,
+                Proof::One(proof) => OwnedProof::One(proof.to_owned()),
+                Proof::Many => OwnedProof::Many,
+                Proof::Malformed => OwnedProof::Malformed,
             },
             target: self
                 .target
@@ -543,6 +555,7 @@ impl Verifier {
         let proof = match credentials.proof {
             Proof::None => return Err(Rejection::MissingDpopProof),
             Proof::Many => return Err(Rejection::MultipleDpopProofs),
+            Proof::Malformed => return Err(Rejection::MalformedDpopProof),
             Proof::One(proof) => proof,
         };
         let target = credentials.target.ok_or(Rejection::DpopUriMismatch)?;

@@ -263,6 +263,53 @@ fn fapi_negative_matrix() {
 }
 
 #[test]
+fn a_jwk_that_does_not_fit_alg_is_an_invalid_key_not_a_bad_signature() {
+    let token = token();
+    let claims = json!({"jti": fresh_jti(), "htm": "GET", "htu": URL, "iat": now(),
+                        "ath": access_token_hash(&token)});
+    // A P-384 key (signing ES384) under a header that says ES256, and an EC key under PS256.
+    let p384 = DpopKey::generate(Algorithm::ES384).unwrap();
+    let mut header = p384.header();
+    header["alg"] = json!("ES256");
+    let proof = p384.proof_with(&header, &claims).unwrap();
+    assert_eq!(
+        decide(&token, &proof, "GET", URL).err(),
+        Some(Rejection::InvalidDpopKey)
+    );
+    let mut header = fx().client.header();
+    header["alg"] = json!("PS256");
+    let proof = fx().client.proof_with(&header, &claims).unwrap();
+    assert_eq!(
+        decide(&token, &proof, "GET", URL).err(),
+        Some(Rejection::InvalidDpopKey)
+    );
+}
+
+#[test]
+fn a_dpop_header_that_is_not_ascii_is_malformed_not_multiple() {
+    let token = token();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("authorization", format!("DPoP {token}").parse().unwrap());
+    headers.insert(
+        "dpop",
+        http::HeaderValue::from_bytes(b"eyJ\xff.e30.c2ln").unwrap(),
+    );
+    let credentials = Credentials::from_headers(&headers, 16 * 1024)
+        .unwrap()
+        .for_request("GET", URL);
+    assert_eq!(
+        decide_with(&verifier(), credentials).err(),
+        Some(Rejection::MalformedDpopProof)
+    );
+    // Through an owned copy (the path of a decision that waits for a key refresh) too.
+    let owned = credentials.to_owned();
+    assert_eq!(
+        decide_with(&verifier(), owned.as_credentials()).err(),
+        Some(Rejection::MalformedDpopProof)
+    );
+}
+
+#[test]
 fn fapi_positives() {
     let token = token();
     for (name, proof, url) in [

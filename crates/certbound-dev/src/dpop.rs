@@ -41,6 +41,39 @@ impl DpopKey {
         Self::from_signing_key(SigningKey::from_pkcs8_pem("dpop", alg, pem)?)
     }
 
+    /// Loads a PKCS#8 PEM private key of any supported type, with `alg` when given (it must fit
+    /// the key) or else the algorithm its type implies: P-256 → ES256, P-384 → ES384, Ed25519 →
+    /// EdDSA, RSA → PS256 (RS256 only when asked for).
+    pub fn from_pem(pem: &str, alg: Option<Algorithm>) -> Result<Self, DevError> {
+        let pair = rcgen::KeyPair::from_pem(pem)
+            .map_err(|e| DevError::Invalid(format!("not a PKCS#8 PEM private key: {e}")))?;
+        let kind = pair.algorithm();
+        let implied = if kind == &rcgen::PKCS_ECDSA_P256_SHA256 {
+            Algorithm::ES256
+        } else if kind == &rcgen::PKCS_ECDSA_P384_SHA384 {
+            Algorithm::ES384
+        } else if kind == &rcgen::PKCS_ED25519 {
+            Algorithm::EdDSA
+        } else if kind == &rcgen::PKCS_RSA_SHA256 {
+            Algorithm::PS256
+        } else {
+            return Err(DevError::Invalid(
+                "unsupported key type (P-256, P-384, Ed25519 or RSA)".into(),
+            ));
+        };
+        let alg = match alg {
+            None => implied,
+            Some(alg) if alg == implied => alg,
+            Some(alg @ (Algorithm::RS256 | Algorithm::PS256)) if implied == Algorithm::PS256 => alg,
+            Some(alg) => {
+                return Err(DevError::Invalid(format!(
+                    "the key is for {implied:?}, not {alg:?}"
+                )))
+            }
+        };
+        Self::from_pkcs8_pem(alg, pem)
+    }
+
     fn from_signing_key(signer: SigningKey) -> Result<Self, DevError> {
         // The public JWK as a DPoP proof carries it: key members only (no kid/use/alg).
         let mut jwk = signer.public_jwk().clone();

@@ -87,7 +87,44 @@ impl CertBoundLayer {
         token: &str,
         presented: Option<Thumbprint>,
     ) -> Result<VerifiedToken, Rejection> {
-        let credentials = certbound_core::Credentials::bearer(token);
+        self.decide(certbound_core::Credentials::bearer(token), presented)
+            .await
+    }
+
+    /// [`verify`](Self::verify) for a DPoP request: `token` sent as `Authorization: DPoP`, with
+    /// the DPoP `proof` for `method` and the absolute `url` the request goes to (the `htm` and
+    /// `htu` the proof must name). The same checks and codes as the middleware — the proof
+    /// (RFC 9449 §4.3), `cnf.jkt`, the nonce when nonces are on, and the replay store, which
+    /// remembers the proof: a second call with it is `dpop_proof_replayed`. Needs
+    /// [`dpop`](crate::CertBoundBuilder::dpop); without it a DPoP request has no usable
+    /// credentials (`missing_token`).
+    ///
+    /// ```no_run
+    /// # async fn doc(layer: certbound::CertBoundLayer, token: &str, proof: &str) {
+    /// let url = "https://api.example.com/accounts";
+    /// match layer.verify_dpop(token, proof, "GET", url, None).await {
+    ///     Ok(token) => println!("accepted: sub={:?}", token.sub()),
+    ///     Err(rejection) => println!("refused: {} ({})", rejection.code(), rejection),
+    /// }
+    /// # }
+    /// ```
+    pub async fn verify_dpop(
+        &self,
+        token: &str,
+        proof: &str,
+        method: &str,
+        url: &str,
+        presented: Option<Thumbprint>,
+    ) -> Result<VerifiedToken, Rejection> {
+        let credentials = certbound_core::Credentials::dpop(token, proof).for_request(method, url);
+        self.decide(credentials, presented).await
+    }
+
+    async fn decide(
+        &self,
+        credentials: certbound_core::Credentials<'_>,
+        presented: Option<Thumbprint>,
+    ) -> Result<VerifiedToken, Rejection> {
         match self.auth.decide_credentials(credentials, presented) {
             Decision::Accept(granted) => Ok(granted.token),
             Decision::Reject(refused) => Err(refused.rejection),

@@ -137,6 +137,11 @@ impl RedisReplayStore {
         }
     }
 
+    /// The Redis URL, without any password.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The prefix of every key this store writes.
     pub fn key_prefix(&self) -> &str {
         &self.prefix

@@ -58,6 +58,11 @@ pub enum RedisStoreError {
 /// answers `503` with `Retry-After`, counts `certbound_replay_store_errors_total` and logs an
 /// error (at most one line a second). A proof is never accepted unchecked.
 ///
+/// Redis must keep every key for its TTL: an evicted key lets its proof be replayed. Use
+/// `maxmemory-policy noeviction` (a full Redis then answers `OOM`, which is a `503`) or a Redis
+/// of its own; a Redis restarted without persistence forgets the proofs of the last window
+/// (two minutes by default) in the same way.
+///
 /// `rediss://` uses rustls with the platform's root certificates; when the process has no
 /// default rustls crypto provider yet, aws-lc-rs (the one certbound already uses) is installed.
 ///

@@ -178,12 +178,17 @@ impl RedisReplayStore {
             command.query_async::<redis::Value>(&mut connection),
         )
         .await;
-        match reply {
-            Err(_) => Err(ReplayStoreError::Unavailable(format!(
+        let too_slow = || {
+            ReplayStoreError::Unavailable(format!(
                 "Redis at {} did not answer within {} ms",
                 self.url,
                 self.timeout.as_millis()
-            ))),
+            ))
+        };
+        match reply {
+            // Ours, or the connection's own response timeout (the same duration).
+            Err(_) => Err(too_slow()),
+            Ok(Err(error)) if error.is_timeout() => Err(too_slow()),
             Ok(Err(error)) => Err(ReplayStoreError::Unavailable(format!(
                 "Redis at {}: {error}",
                 self.url

@@ -1,7 +1,8 @@
 //! The whole certbound story in one run, in one process, over real mutual TLS.
 //!
 //! Starts a dev issuer and the protected API, then plays three clients with the same token —
-//! the client it was issued to, another client, and a client without a certificate — and prints
+//! the client it was issued to, another client, and a client without a certificate — and a DPoP
+//! client (RFC 9449: no certificate, a token bound to its key, a proof per request), and prints
 //! what each one got.
 //!
 //! ```text
@@ -12,7 +13,10 @@ mod support;
 
 use std::future::IntoFuture;
 
-use reqwest::header::WWW_AUTHENTICATE;
+use certbound::{CertBound, Dpop};
+use certbound_core::Algorithm;
+use certbound_dev::dpop::{dpop_bound_claims, DpopKey};
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use support::DevStory;
 
 #[tokio::main]
@@ -26,7 +30,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "https://localhost:{}/api/hello",
         listener.local_addr().port()
     );
-    let app = support::routes(story.layer().await?);
+    // The layer accepts certificate-bound tokens and DPoP-bound ones.
+    let auth = CertBound::builder()
+        .issuer(story.issuer.issuer_url())
+        .audience(support::AUDIENCE)
+        .jwks_root_certificates_pem(story.issuer.ca_pem().as_bytes().to_vec())
+        .dpop(Dpop::default())
+        .build()
+        .await?;
+    let app = support::routes(auth);
     tokio::spawn(certbound::tls::serve(listener, app).into_future());
 
     println!(
@@ -44,6 +56,49 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-")
             .to_owned();
+        println!("{label:<34} {:>6}  {challenge}", response.status().as_u16());
+    }
+
+    // A DPoP client: no certificate; its token is bound to its key (cnf.jkt), and each request
+    // carries a fresh proof signed with that key, naming the method and URL.
+    let dpop_key = DpopKey::generate(Algorithm::ES256)?;
+    let claims = dpop_bound_claims(
+        story.issuer.issuer_url(),
+        support::AUDIENCE,
+        &dpop_key.jkt(),
+    );
+    let dpop_token = story.signer.sign(&claims)?;
+    let client = support::https_client(&story.pki.ca.cert_pem, None)?;
+    let proof = dpop_key.proof("GET", &url, Some(&dpop_token), None)?;
+    let cases = [
+        (
+            "DPoP client + its token + proof",
+            Some(proof.clone()),
+            "DPoP",
+        ),
+        ("DPoP client, the same proof again", Some(proof), "DPoP"),
+        ("DPoP client's token as Bearer", None, "Bearer"),
+    ];
+    for (label, proof, scheme) in cases {
+        let mut request = client
+            .get(&url)
+            .header(AUTHORIZATION, format!("{scheme} {dpop_token}"));
+        if let Some(proof) = proof {
+            request = request.header("DPoP", proof);
+        }
+        let response = request.send().await?;
+        let challenge = response
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let challenge = if challenge.is_empty() {
+            "-".to_owned()
+        } else {
+            challenge
+        };
         println!("{label:<34} {:>6}  {challenge}", response.status().as_u16());
     }
     Ok(())

@@ -17,6 +17,14 @@
 //!     --audience https://api.example.com [--binding required|if-bound] [--require-at-jwt]
 //! ```
 //!
+//! DPoP-bound tokens (RFC 9449) too — on by default in dev mode — with a replay cache and nonces
+//! that every replica shares:
+//!
+//! ```text
+//! cargo run --example protected_api -- … --dpop --public-url https://api.example.com \
+//!     --replay-store redis://127.0.0.1:6379 --dpop-nonce-key nonce-keys.txt
+//! ```
+//!
 //! Behind a TLS-terminating proxy (see docs/deploying-behind-a-proxy.md):
 //!
 //! ```text
@@ -30,13 +38,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use certbound::replay::RedisReplayStore;
 use certbound::tls::{
     load_ca_roots, load_certs, load_crls, load_private_key, server_config, ClientAuth,
     PlainListener, TlsListener,
 };
-use certbound::{BindingPolicy, CertBound, CertBoundBuilder, StaticJwks};
-use certbound::{ForwardedCertificates, ForwardedFormat, IpCidr};
+use certbound::{BindingPolicy, CertBound, CertBoundBuilder, Dpop, StaticJwks};
+use certbound::{ForwardedCertificates, ForwardedFormat, IpCidr, NonceKeys};
 use certbound_core::{Algorithm, ClientCertificate};
+use certbound_dev::dpop::{dpop_bound_claims, DpopKey};
 use certbound_dev::issuer::TestIssuer;
 use certbound_dev::{bound_claims, DevPki, SigningKey};
 use clap::Parser;
@@ -107,6 +117,27 @@ struct Args {
     /// address.
     #[arg(long)]
     plain_http: bool,
+    /// Also accept DPoP-bound tokens (RFC 9449): `Authorization: DPoP <token>` with a `DPoP`
+    /// proof header. On in dev mode (no --issuer), and with --dpop-nonce-key or --replay-store.
+    #[arg(long)]
+    dpop: bool,
+    /// The URL clients use to reach this API (origin and any path prefix), e.g.
+    /// https://api.example.com: DPoP proofs' `htu` must name it. Without it: https (http with
+    /// --plain-http) and the request's Host — or, from a --trusted-proxy only, its Forwarded /
+    /// X-Forwarded-Proto, -Host and -Prefix.
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Require DPoP nonces (RFC 9449 §8), sealed with the keys in FILE: one 32-byte key per line
+    /// (64 hex digits or base64), the first seals, the others still open (rotation). Replicas
+    /// with the same file accept each other's nonces. Implies --dpop.
+    #[arg(long, value_name = "FILE")]
+    dpop_nonce_key: Option<PathBuf>,
+    /// Where DPoP proofs are remembered against replay: redis://HOST:PORT (rediss:// for TLS,
+    /// redis://user:password@HOST:PORT/DB) — shared by every replica using it. Default: this
+    /// process's memory. Redis unreachable at start-up: exit 2; later: 503 with Retry-After.
+    /// Implies --dpop.
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    replay_store: Option<String>,
     /// Where the dev setup keeps its certificates, keys and tokens (dev mode only). Default:
     /// $XDG_RUNTIME_DIR/certbound-dev, else $XDG_CACHE_HOME/certbound-dev, else
     /// $HOME/.cache/certbound-dev. Created with mode 0700; refused if owned by another user or
@@ -179,6 +210,14 @@ async fn run(args: Args) -> Result<(), Fatal> {
         Some(forwarded) => builder.forwarded_certificates(forwarded),
         None => builder,
     };
+    let builder = match &args.public_url {
+        Some(url) => builder.public_url(public_url(url)?),
+        None => builder,
+    };
+    let builder = match dpop_config(&args).await? {
+        Some(dpop) => builder.dpop(dpop),
+        None => builder,
+    };
     let auth = context(builder.build().await, "token validation setup")?;
     let app = support::routes(auth);
 
@@ -227,6 +266,10 @@ async fn run(args: Args) -> Result<(), Fatal> {
             signer,
             addr.port(),
         )?;
+        if dpop_on(&args) {
+            print_dpop_walkthrough(&args, pki, issuer.issuer_url(), signer, addr.port())?;
+        }
+        println!("\nCtrl-C stops the server.");
     }
     // The client certificate on every request; header-read (10 s) and idle (60 s) timeouts.
     context(
@@ -425,9 +468,155 @@ fn print_walkthrough(
          # 3. no client certificate → 401 invalid_token (missing_client_certificate)\n\
          curl -sS -i --cacert {d}/ca.pem {bearer} {url}\n\n\
          # 4. no token → 401, no error code\n\
-         curl -sS -i --cacert {d}/ca.pem --cert {d}/client-a.pem --key {d}/client-a.key {url}\n\n\
-         Ctrl-C stops the server.",
+         curl -sS -i --cacert {d}/ca.pem --cert {d}/client-a.pem --key {d}/client-a.key {url}",
         client_a.thumbprint()
     );
+    Ok(())
+}
+
+/// DPoP is on: asked for, implied by a DPoP setting, or dev mode (the dev issuer binds tokens
+/// both ways, so the walk-through shows both).
+fn dpop_on(args: &Args) -> bool {
+    args.dpop
+        || args.issuer.is_none()
+        || args.dpop_nonce_key.is_some()
+        || args.replay_store.is_some()
+}
+
+/// `--public-url`: an absolute http(s) URL without query or fragment.
+fn public_url(url: &str) -> Result<String, Fatal> {
+    let parsed: http::Uri = url
+        .parse()
+        .map_err(|e| Fatal(format!("--public-url {url}: {e}")))?;
+    let scheme_ok = matches!(parsed.scheme_str(), Some("https" | "http"));
+    if !scheme_ok || parsed.authority().is_none() || parsed.query().is_some() || url.contains('#') {
+        return Err(Fatal(format!(
+            "--public-url {url}: expected an absolute https:// (or http://) URL without query or \
+             fragment, e.g. https://api.example.com"
+        )));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// How long a DPoP nonce stays valid.
+const NONCE_LIFETIME: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `--dpop`, `--dpop-nonce-key`, `--replay-store`: the DPoP settings, with a line saying what
+/// is on. Redis is connected to (and pinged) here, so an unreachable one stops the start-up.
+async fn dpop_config(args: &Args) -> Result<Option<Dpop>, Fatal> {
+    if !dpop_on(args) {
+        return Ok(None);
+    }
+    let mut dpop = Dpop::default();
+    let mut nonces = "off".to_owned();
+    if let Some(path) = &args.dpop_nonce_key {
+        let what = format!("--dpop-nonce-key {}", path.display());
+        let text = context(std::fs::read_to_string(path), &what)?;
+        let keys = context(NonceKeys::from_key_file(&text, NONCE_LIFETIME), &what)?;
+        nonces = format!(
+            "required (keys from {}, valid {} s)",
+            path.display(),
+            keys.lifetime_secs()
+        );
+        dpop = dpop.nonce_keys(keys);
+    }
+    let replay = match &args.replay_store {
+        Some(url) => {
+            let store = RedisReplayStore::connect(url.clone())
+                .await
+                .map_err(|e| Fatal(format!("--replay-store: {e} (is Redis running?)")))?;
+            let shown = format!("Redis at {} (keys {}…)", store.url(), store.key_prefix());
+            dpop = dpop.replay_store(store);
+            shown
+        }
+        None => "in memory (this process only)".to_owned(),
+    };
+    let htu = args
+        .public_url
+        .as_deref()
+        .map_or("the request's Host".to_owned(), |u| format!("{u}/…"));
+    let why = if args.dpop {
+        ""
+    } else if args.issuer.is_none() {
+        " (dev mode implies --dpop)"
+    } else {
+        " (implied by --dpop-nonce-key / --replay-store)"
+    };
+    println!("DPoP: accepted{why}; htu = {htu}; nonces {nonces}; replay store {replay}");
+    Ok(Some(dpop))
+}
+
+/// The dev DPoP client key (ES256, PKCS#8 PEM, mode 0600), kept in the dev directory.
+fn dev_dpop_key(dir: &Path) -> Result<(DpopKey, PathBuf), Fatal> {
+    let path = dir.join("dpop-client.key");
+    if let Ok(pem) = std::fs::read_to_string(&path) {
+        context(certbound_dev::dir::narrow_private(&path), path.display())?; // mode 0600
+        let key = context(
+            DpopKey::from_pkcs8_pem(Algorithm::ES256, &pem),
+            path.display(),
+        )?;
+        return Ok((key, path));
+    }
+    let key = DpopKey::generate(Algorithm::ES256)?;
+    context(
+        certbound_dev::write_private(&path, key.pkcs8_pem()),
+        path.display(),
+    )?;
+    Ok((key, path))
+}
+
+/// Writes the dev DPoP key and a token bound to it, and prints curl commands with proofs from
+/// `certbound dpop proof`.
+fn print_dpop_walkthrough(
+    args: &Args,
+    pki: &DevPki,
+    issuer: &str,
+    signer: &SigningKey,
+    port: u16,
+) -> Result<(), Fatal> {
+    let (key, key_path) = dev_dpop_key(&pki.dir)?;
+    let token = signer.sign(&dpop_bound_claims(issuer, &audience(args), &key.jkt()))?;
+    let token_path = pki.dir.join("token-dpop.jwt");
+    context(
+        certbound_dev::write_private(&token_path, &token),
+        token_path.display(),
+    )?;
+    let d = pki.dir.display();
+    let url = format!("https://localhost:{port}/api/hello");
+    // The proof names the URL the client uses: the public URL when one is set.
+    let htu = match &args.public_url {
+        Some(public) => format!("{}/api/hello", public.trim_end_matches('/')),
+        None => url.clone(),
+    };
+    let (k, t) = (key_path.display(), token_path.display());
+    let proof =
+        format!("certbound dpop proof --key {k} --method GET --url {htu} --token \"$(cat {t})\"");
+    let auth = format!("-H \"Authorization: DPoP $(cat {t})\"");
+    println!(
+        "\nDPoP (RFC 9449; no client certificate — the token is bound to a key the client proves it holds):\n\
+         DPoP client key (ES256, PKCS#8):              {k}\n\
+         its thumbprint (cnf.jkt):                     {}\n\
+         token bound to that key (valid 1 hour):       {t}\n\
+         proofs come from the certbound CLI (cargo install --path crates/certbound-cli)\n",
+        key.jkt()
+    );
+    if args.dpop_nonce_key.is_some() {
+        println!(
+            "# 5. DPoP proof without a nonce → 401 use_dpop_nonce, with a DPoP-Nonce header\n\
+             curl -sS -i --cacert {d}/ca.pem {auth} -H \"DPoP: $({proof})\" {url}\n\n\
+             # 6. the same with NONCE set to that DPoP-Nonce header's value → 200\n\
+             curl -sS -i --cacert {d}/ca.pem {auth} -H \"DPoP: $({proof} --nonce \"$NONCE\")\" {url}"
+        );
+    } else {
+        println!(
+            "# 5. DPoP token with a fresh proof → 200\n\
+             curl -sS -i --cacert {d}/ca.pem {auth} -H \"DPoP: $({proof})\" {url}\n\n\
+             # 6. the DPoP token sent as Bearer → 401 invalid_token (dpop_bound_token_as_bearer)\n\
+             curl -sS -i --cacert {d}/ca.pem -H \"Authorization: Bearer $(cat {t})\" {url}\n\n\
+             # 7. a proof for another URL → 401 invalid_dpop_proof\n\
+             curl -sS -i --cacert {d}/ca.pem {auth} -H \"DPoP: $({})\" {url}",
+            proof.replace("/api/hello", "/api/admin")
+        );
+    }
     Ok(())
 }

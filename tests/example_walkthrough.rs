@@ -18,13 +18,59 @@ fn start(dev_dir: &std::path::Path) -> (Running, Vec<String>) {
     })
 }
 
-/// Runs one printed command with bash, as a user pasting it would.
-fn run_printed(command: &str) -> (u16, Option<String>) {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(command)
+/// The `certbound` CLI built next to the example, when it has `certbound dpop proof`.
+fn certbound_cli_with_dpop() -> Option<std::path::PathBuf> {
+    let dir = example_binary().parent()?.parent()?.to_owned();
+    let cli = dir.join(format!("certbound{}", std::env::consts::EXE_SUFFIX));
+    let help = Command::new(&cli)
+        .args(["dpop", "proof", "--help"])
         .output()
+        .ok()?;
+    help.status.success().then_some(dir)
+}
+
+/// `command` with each `$(certbound dpop proof --key K --method M --url U --token "$(cat T)")`
+/// replaced by a proof certbound-dev makes with the same key, method, URL and token — for when
+/// the CLI is not built (it is when the whole workspace is tested).
+fn with_dev_proofs(command: &str) -> String {
+    const START: &str = "$(certbound dpop proof ";
+    let mut out = command.to_owned();
+    while let Some(start) = out.find(START) {
+        let token_at = start + out[start..].find("--token \"$(cat ").unwrap();
+        let end = token_at + out[token_at..].find(")\")").unwrap() + 3;
+        let args: Vec<&str> = out[start + START.len()..end - 1]
+            .split_whitespace()
+            .collect();
+        let value = |flag: &str| args[args.iter().position(|a| *a == flag).unwrap() + 1];
+        let key_pem = std::fs::read_to_string(value("--key")).unwrap();
+        let key = certbound_dev::dpop::DpopKey::from_pkcs8_pem(
+            certbound_core::Algorithm::ES256,
+            &key_pem,
+        )
         .unwrap();
+        let token_file = &out[token_at + "--token \"$(cat ".len()..end - 3];
+        let token = std::fs::read_to_string(token_file).unwrap();
+        let proof = key
+            .proof(value("--method"), value("--url"), Some(token.trim()), None)
+            .unwrap();
+        out.replace_range(start..end, &proof);
+    }
+    out
+}
+
+/// Runs one printed command with bash, as a user pasting it would; returns the status and every
+/// `WWW-Authenticate` line, joined with " | ".
+fn run_printed(command: &str) -> (u16, Option<String>) {
+    let mut bash = Command::new("bash");
+    let command = match certbound_cli_with_dpop() {
+        Some(dir) => {
+            let path = std::env::var("PATH").unwrap_or_default();
+            bash.env("PATH", format!("{}:{path}", dir.display()));
+            command.to_owned()
+        }
+        None => with_dev_proofs(command),
+    };
+    let out = bash.arg("-c").arg(&command).output().unwrap();
     assert!(
         out.status.success(),
         "{command}\n{}",
@@ -37,10 +83,12 @@ fn run_printed(command: &str) -> (u16, Option<String>) {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let challenge = text
+    let challenges: Vec<&str> = text
         .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
-        .map(|l| l.trim().to_owned());
+        .filter(|l| l.to_ascii_lowercase().starts_with("www-authenticate:"))
+        .map(str::trim)
+        .collect();
+    let challenge = (!challenges.is_empty()).then(|| challenges.join(" | "));
     (status, challenge)
 }
 
@@ -54,17 +102,33 @@ fn printed_curl_commands_behave_as_printed() {
         .filter(|w| w[0].starts_with("# ") && w[1].starts_with("curl "))
         .map(|w| (w[0].clone(), w[1].clone()))
         .collect();
-    assert_eq!(commands.len(), 4, "printed:\n{}", lines.join("\n"));
+    // Four mTLS commands, then — dev mode accepts DPoP too — three DPoP ones.
+    assert_eq!(commands.len(), 7, "printed:\n{}", lines.join("\n"));
+    assert_eq!(
+        commands
+            .iter()
+            .filter(|(_, c)| c.contains("certbound dpop proof --key "))
+            .count(),
+        2,
+        "printed:\n{}",
+        lines.join("\n")
+    );
 
     for (comment, command) in &commands {
         let (status, challenge) = run_printed(command);
         let challenge = challenge.unwrap_or_default();
         if comment.contains("→ 200") {
-            assert_eq!(status, 200, "{comment}");
+            assert_eq!(status, 200, "{comment}: {challenge}");
         } else if comment.contains("invalid_token") {
             assert_eq!(status, 401, "{comment}");
             assert!(
                 challenge.contains("error=\"invalid_token\""),
+                "{comment}: {challenge}"
+            );
+        } else if comment.contains("invalid_dpop_proof") {
+            assert_eq!(status, 401, "{comment}");
+            assert!(
+                challenge.contains("error=\"invalid_dpop_proof\""),
                 "{comment}: {challenge}"
             );
         } else if comment.contains("no error code") {
@@ -196,6 +260,8 @@ fn dev_material_goes_to_a_private_per_user_directory() {
         "client-self-signed.key",
         "jwt-signing.key",
         "token-a.jwt",
+        "dpop-client.key",
+        "token-dpop.jwt",
     ] {
         assert_eq!(mode(&dir.join(secret)), 0o600, "{secret}");
     }

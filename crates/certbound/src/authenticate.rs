@@ -315,14 +315,18 @@ impl Authenticator {
                 Err(rejection) => Decision::Reject(Refused { rejection, scheme }),
             }
         };
-        let pending = store.first_use(*check.key(), ttl);
-        match futures_util::FutureExt::now_or_never(pending) {
+        // One call to the store, polled once here: an in-memory store answers at once; a remote
+        // one has already sent its command, so the same future is awaited (calling again would
+        // record the proof twice and refuse it as its own replay).
+        let key = *check.key();
+        let mut pending = Box::pin(async move { store.first_use(key, ttl).await });
+        match futures_util::FutureExt::now_or_never(&mut pending) {
             Some(first_use) => answer(self, first_use, accepted, token),
             None => {
                 let this = Arc::clone(self);
                 let token = token.to_owned();
                 Decision::Pending(Box::pin(async move {
-                    let first_use = store.first_use(*check.key(), ttl).await;
+                    let first_use = pending.await;
                     match answer(&this, first_use, accepted, &token) {
                         Decision::Accept(granted) => Ok(granted),
                         Decision::Reject(refused) => Err(refused),

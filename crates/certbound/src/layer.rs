@@ -719,6 +719,79 @@ mod tests {
         assert!(challenge(&res).starts_with(r#"Bearer realm="accounts", error="invalid_token""#));
     }
 
+    /// A replay store that behaves like a remote one: the command goes out on the first poll,
+    /// the answer comes on a later one.
+    #[derive(Debug, Default)]
+    struct RemoteLike {
+        seen: Mutex<std::collections::HashSet<[u8; 32]>>,
+        calls: AtomicUsize,
+    }
+
+    impl crate::replay::ReplayStore for RemoteLike {
+        fn first_use(
+            &self,
+            key: [u8; 32],
+            _ttl: std::time::Duration,
+        ) -> BoxFuture<'_, Result<bool, crate::replay::ReplayStoreError>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let first = self.seen.lock().unwrap().insert(key); // "sent"
+                tokio::task::yield_now().await; // waiting for the answer
+                Ok(first)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remote_replay_store_is_asked_once_per_proof() {
+        let issuer = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+        let store = Arc::new(RemoteLike::default());
+        let layer = CertBound::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .key_source(StaticJwks::from_jwks(jwks_document(&[&issuer]).to_string()).unwrap())
+            .dpop(crate::Dpop::default().replay_store(Arc::clone(&store)))
+            .build()
+            .await
+            .unwrap();
+        let client = certbound_dev::dpop::DpopKey::generate(Algorithm::ES256).unwrap();
+        let token = issuer
+            .sign(&certbound_dev::dpop::dpop_bound_claims(
+                ISS,
+                AUD,
+                &client.jkt(),
+            ))
+            .unwrap();
+        let proof = client
+            .proof("GET", "https://api.example/accounts", Some(&token), None)
+            .unwrap();
+        let send = |proof: String| {
+            let mut req = Request::builder()
+                .uri("/accounts")
+                .header(header::HOST, "api.example")
+                .header(header::AUTHORIZATION, format!("DPoP {token}"))
+                .header("dpop", proof)
+                .body(())
+                .unwrap();
+            req.extensions_mut().insert(peer(None));
+            ServiceBuilder::new()
+                .layer(layer.clone())
+                .service(service_fn(handler))
+                .oneshot(req)
+        };
+        let res = send(proof.clone()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{}", challenge(&res));
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+        let res = send(proof).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            challenge(&res).contains(r#"error="invalid_dpop_proof""#),
+            "{}",
+            challenge(&res)
+        );
+        assert_eq!(store.calls.load(Ordering::SeqCst), 2);
+    }
+
     fn keyset(key: &SigningKey) -> Arc<KeySet> {
         let doc = jwks_document(&[key]).to_string();
         Arc::new(KeySet::from_jwks(doc.as_bytes()).unwrap().keys)

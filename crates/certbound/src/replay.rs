@@ -3,7 +3,7 @@
 //!
 //! The default [`MemoryReplayStore`] serves one process. Replicas behind one load balancer must
 //! share a store, or a proof replayed to another replica is accepted there: use the Redis store
-//! (feature `redis`) or your own [`ReplayStore`].
+//! (`RedisReplayStore`, feature `redis`) or your own [`ReplayStore`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -23,6 +23,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
+
+#[cfg(feature = "redis")]
+mod redis_store;
+#[cfg(feature = "redis")]
+pub use redis_store::{
+    RedisReplayStore, RedisReplayStoreBuilder, RedisStoreError, DEFAULT_CALL_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX,
+};
 
 /// Why a replay store could not answer. The request is answered `503` with `Retry-After`,
 /// never accepted.

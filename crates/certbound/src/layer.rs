@@ -414,6 +414,16 @@ fn record_rejection(span: &tracing::Span, rejection: &Rejection, presented: Opti
                 .unwrap_or("none"),
         );
         tracing::debug!(parent: span, status = rejection.status().as_u16(), "certbound rejected request");
+    } else {
+        // Rejections are worth a line at INFO even when the per-request span is off (it is a
+        // DEBUG span): the reason code and a thumbprint prefix, never the token.
+        tracing::info!(
+            target: "certbound::rejections",
+            reason = rejection.code(),
+            status = rejection.status().as_u16(),
+            client_cert = presented.map(Thumbprint::short).as_deref().unwrap_or("none"),
+            "certbound rejected request"
+        );
     }
 }
 

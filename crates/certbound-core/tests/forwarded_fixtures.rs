@@ -33,16 +33,10 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
-/// nginx's `$ssl_client_escaped_cert`: everything but RFC 3986 unreserved characters escaped.
+/// nginx's `$ssl_client_escaped_cert` (and Envoy's `Cert=`): everything but RFC 3986 unreserved
+/// characters escaped.
 fn escape_all(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    certbound_dev::envoy::url_encode(s)
 }
 
 /// AWS ALB: URL-encoded PEM in which `+`, `=` and `/` are left as they are.

@@ -21,6 +21,15 @@
 //! * `hello_nocache` — the same against a second server built with `no_token_cache()`
 //! * `jwt_authorizer`, `tower_oauth2` — the same bearer token and JWKS through
 //!   jwt-authorizer 0.15 (axum 0.7) and tower-oauth2-resource-server 0.12 (no binding check)
+//! * `hello_dpop`    — `GET /api/hello` with `Authorization: DPoP <token>` (a token bound to an
+//!   ES256 DPoP key by `cnf.jkt`, verified-token cache warm) and a fresh proof per request,
+//!   against a third server with DPoP on (`Dpop::default()`: in-memory replay store). Proofs are
+//!   made by the client **before** each round (a batch of 1.3 × the previous round's count), so
+//!   signing them is not in the measured client CPU; a proof made inline when a batch runs out
+//!   is counted and reported
+//! * `hello_dpop_redis` — the same against a fourth server whose replay store is Redis
+//!   (`--replay-store redis://HOST:PORT`, only when given; `--redis-pid PID` adds that
+//!   redis-server's CPU per request to the report)
 //!
 //! It prints req/s, p50/p99 latency and the server's CPU time per request (summed over the
 //! server's threads from `/proc/PID/task/*/schedstat`, which is less sensitive to a noisy
@@ -31,7 +40,10 @@
 //!
 //! Flags (after `--`): `--secs S` per round and variant (default 3), `--rounds N` (5),
 //! `--connections C` (8), `--flood N` (100000; 0 skips), `--no-peers`, `--variants a,b` (for
-//! profiling; the server pids are printed on stderr), `--out DIR`.
+//! profiling; the server pids are printed on stderr), `--out DIR`, `--no-dpop` (skip the DPoP
+//! variants), `--replay-store redis://HOST:PORT` and `--redis-pid PID` (the Redis variant),
+//! `--dpop-flood N` (100000; distinct valid proofs at the DPoP server, its RSS before and after;
+//! 0 skips), and the in-process replay store filled past its bound (`--flood` > 0).
 //!
 //! Without `--bench` (which `cargo bench` passes), e.g. under `cargo test --benches`, it runs a
 //! quick check instead: every variant of certbound's own servers answers 200, a tampered token
@@ -50,9 +62,11 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use certbound::replay::{MemoryReplayStore, RedisReplayStore, ReplayStore};
 use certbound::tls::{server_config, ClientAuth, PeerCertificate, TlsListener};
-use certbound::{CertBound, CertBoundLayer, StaticJwks, TokenCacheConfig, VerifiedToken};
+use certbound::{CertBound, CertBoundLayer, Dpop, StaticJwks, TokenCacheConfig, VerifiedToken};
 use certbound_core::{Algorithm, ClientCertificate, Thumbprint};
+use certbound_dev::dpop::{dpop_bound_claims, DpopKey};
 use certbound_dev::issuer::TestIssuer;
 use certbound_dev::{bound_claims, jwks_document, DevPki, SigningKey};
 use clap::Parser;
@@ -100,7 +114,7 @@ struct Opts {
     #[arg(long, hide = true)]
     bench: bool,
     /// Internal: run the in-process memory flood in this (fresh) process and print one JSON line.
-    #[arg(long, hide = true, value_parser = ["cached", "nocache", "bytes"])]
+    #[arg(long, hide = true, value_parser = ["cached", "nocache", "bytes", "replay"])]
     rss_child: Option<String>,
     /// Internal: be the API server, with the dev material in this directory.
     #[arg(long, hide = true)]
@@ -108,6 +122,22 @@ struct Opts {
     /// Internal, with `--serve-child`: switch the verified-token cache off.
     #[arg(long, hide = true)]
     no_token_cache: bool,
+    /// Skip the DPoP variants.
+    #[arg(long)]
+    no_dpop: bool,
+    /// Also measure DPoP with this Redis as the replay store (`redis://HOST:PORT`).
+    /// With `--serve-child`: the server's replay store.
+    #[arg(long)]
+    replay_store: Option<String>,
+    /// The redis-server's pid, to report its CPU per request.
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// Distinct valid DPoP proofs sent to the DPoP server for its memory (0 skips).
+    #[arg(long, default_value_t = 100_000)]
+    dpop_flood: usize,
+    /// Internal, with `--serve-child`: DPoP on.
+    #[arg(long, hide = true)]
+    dpop: bool,
 }
 
 fn main() -> Result<(), Error> {
@@ -116,7 +146,12 @@ fn main() -> Result<(), Error> {
         return rss_child(mode, opts.flood);
     }
     if let Some(dir) = &opts.serve_child {
-        return serve_child(dir, opts.no_token_cache);
+        return serve_child(
+            dir,
+            opts.no_token_cache,
+            opts.dpop,
+            opts.replay_store.as_deref(),
+        );
     }
     if !opts.bench {
         eprintln!("loadbench: no --bench flag (not run by `cargo bench`): quick check only");
@@ -124,6 +159,7 @@ fn main() -> Result<(), Error> {
         opts.secs = 0.3;
         opts.connections = opts.connections.min(2);
         opts.flood = 0;
+        opts.dpop_flood = 0;
         opts.no_peers = true;
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -159,8 +195,17 @@ fn main() -> Result<(), Error> {
         signer.pkcs8_pem().as_bytes(),
     )?;
 
-    let cached = Server::api(&dev_dir, false)?;
-    let nocache = Server::api(&dev_dir, true)?;
+    let cached = Server::api(&dev_dir, false, None)?;
+    let nocache = Server::api(&dev_dir, true, None)?;
+    let dpop = if opts.no_dpop {
+        None
+    } else {
+        Some(Server::api(&dev_dir, false, Some(None))?)
+    };
+    let dpop_redis = match (&opts.replay_store, opts.no_dpop) {
+        (Some(url), false) => Some(Server::api(&dev_dir, false, Some(Some(url)))?),
+        _ => None,
+    };
     let material = Material::load(&dev_dir)?;
     let issuer_b = cached
         .issuer
@@ -246,14 +291,53 @@ fn main() -> Result<(), Error> {
             peers.pid(),
         ));
     }
+    let dpop_key = DpopKey::generate(Algorithm::ES256)?;
+    for (server, name, label) in [
+        (
+            &dpop,
+            "hello_dpop",
+            "(e) /api/hello, DPoP token + proof (memory replay store)",
+        ),
+        (
+            &dpop_redis,
+            "hello_dpop_redis",
+            "(f) /api/hello, DPoP (Redis replay store)",
+        ),
+    ] {
+        let Some(server) = server else { continue };
+        let issuer = server.issuer.clone().ok_or("no issuer line")?;
+        let token = material
+            .signer
+            .sign(&dpop_bound_claims(&issuer, AUDIENCE, &dpop_key.jkt()))?;
+        let mut t = Target::new(
+            name,
+            label,
+            addr(server, "api"),
+            "/api/hello",
+            None,
+            server.pid(),
+        )?;
+        t.auth = Some(HeaderValue::from_str(&format!("DPoP {token}"))?);
+        t.dpop = Some(DpopProofs::new(
+            dpop_key.clone(),
+            "https://localhost/api/hello",
+            token,
+        ));
+        if name == "hello_dpop_redis" {
+            t.extra_pid = opts.redis_pid;
+        }
+        targets.push(Ok(t));
+    }
     let mut targets: Vec<Target> = targets.into_iter().collect::<Result<_, _>>()?;
     if !opts.variants.is_empty() {
         targets.retain(|t| opts.variants.iter().any(|v| v == t.name));
     }
     eprintln!(
-        "servers: API pid {} (cache), pid {} (no_token_cache); peers pid {}",
+        "servers: API pid {} (cache), pid {} (no_token_cache), DPoP pid {:?} (memory) {:?} (redis); peers pid {}",
         cached.pid(),
         nocache.pid(),
+        dpop.as_ref().map(Server::pid),
+        dpop_redis.as_ref().map(Server::pid),
         peers
             .as_ref()
             .map_or_else(|| "- (skipped)".to_owned(), |p| p.pid().to_string())
@@ -262,7 +346,32 @@ fn main() -> Result<(), Error> {
     let mut markdown = runtime.block_on(run(
         &opts, &client, &targets, &material, &cached, &issuer_b, &out_dir,
     ))?;
-    drop((cached, nocache, peers));
+    drop((cached, nocache, peers, dpop, dpop_redis));
+    if !opts.no_dpop && opts.dpop_flood > 0 {
+        // A fresh DPoP server (memory replay store): the rounds' proofs are not in its store.
+        let server = Server::api(&dev_dir, false, Some(None))?;
+        let issuer = server.issuer.clone().ok_or("no issuer line")?;
+        let token = material
+            .signer
+            .sign(&dpop_bound_claims(&issuer, AUDIENCE, &dpop_key.jkt()))?;
+        let mut target = Target::new(
+            "dpop_flood",
+            "DPoP flood",
+            addr(&server, "api"),
+            "/api/hello",
+            None,
+            server.pid(),
+        )?;
+        target.auth = Some(HeaderValue::from_str(&format!("DPoP {token}"))?);
+        target.dpop = Some(DpopProofs::new(
+            dpop_key.clone(),
+            "https://localhost/api/hello",
+            token,
+        ));
+        let md = runtime.block_on(dpop_flood(&opts, &client, &server, &target))?;
+        print!("{md}");
+        markdown += &md;
+    }
 
     if opts.flood > 0 {
         let mut md = String::new();
@@ -272,19 +381,25 @@ fn main() -> Result<(), Error> {
         );
         md += "| layer | VmHWM before | VmHWM after | growth | cache entries | cache bytes (weighed) | time |\n";
         md += "|---|---:|---:|---:|---:|---:|---:|\n";
-        for mode in ["cached", "bytes", "nocache"] {
+        for mode in ["cached", "bytes", "nocache", "replay"] {
             let out = Command::new(std::env::current_exe()?)
                 .args(["--rss-child", mode, "--flood", &opts.flood.to_string()])
                 .stderr(Stdio::inherit())
                 .output()?;
             let line = String::from_utf8_lossy(&out.stdout);
             let v: Value = serde_json::from_str(line.trim())?;
+            if mode == "replay" {
+                md += &format!("\nDPoP replay store in process (`MemoryReplayStore::default()`, 1,000,000 entries per generation): {v}\n");
+                continue;
+            }
             let kib = |k: &str| v[k].as_u64().unwrap_or(0);
             md += &format!(
                 "| {} | {} | {} | {} | {} | {} | {:.1} s |\n",
                 match mode {
                     "cached" => "default (10,000 entries / 32 MiB)",
                     "bytes" => "1,000,000 entries / 16 MiB (bytes decide)",
+                    "replay" =>
+                        "DPoP MemoryReplayStore::default() (not the token cache): see below",
                     _ => "no_token_cache()",
                 },
                 mib(kib("hwm_before_kib")),
@@ -338,15 +453,27 @@ async fn run(
         for _ in 0..opts.connections {
             conns.push(connect(client, t.addr).await?);
         }
-        let (status, body) = fetch(&mut conns[0], t.path, t.auth.as_ref()).await?;
+        let first_proof = t.dpop.as_ref().map(|d| d.make()).transpose()?;
+        let (status, body) =
+            fetch(&mut conns[0], t.path, t.auth.as_ref(), first_proof.as_ref()).await?;
         if status != StatusCode::OK {
             return Err(format!("{}: expected 200, got {status}", t.name).into());
         }
         bodies.push((t.name, body));
+        if let Some(proof) = &first_proof {
+            // The replay store really works: the same proof again is refused.
+            let status = request(&mut conns[0], t.path, t.auth.as_ref(), Some(proof)).await?;
+            if status != StatusCode::UNAUTHORIZED {
+                return Err(
+                    format!("{}: a replayed proof got {status}, expected 401", t.name).into(),
+                );
+            }
+        }
         if let (Some(auth), true) = (&t.auth, t.path == "/api/hello") {
             // The layer really validates: a token with a broken signature is refused.
             let bad = tamper(auth);
-            let status = request(&mut conns[0], t.path, Some(&bad)).await?;
+            let proof = t.dpop.as_ref().map(|d| d.make()).transpose()?;
+            let status = request(&mut conns[0], t.path, Some(&bad), proof.as_ref()).await?;
             if status != StatusCode::UNAUTHORIZED {
                 return Err(
                     format!("{}: a tampered token got {status}, expected 401", t.name).into(),
@@ -379,12 +506,23 @@ async fn run(
 
     // Warm-up: one short pass per variant.
     for (t, conns) in targets.iter().zip(pools.iter_mut()) {
-        drive(conns, t, Duration::from_secs_f64(opts.secs.min(1.0))).await;
+        if let Some(d) = &t.dpop {
+            d.refill(4000)?;
+        }
+        let r = drive(conns, t, Duration::from_secs_f64(opts.secs.min(1.0))).await;
+        if let Some(d) = &t.dpop {
+            // Enough proofs for a round at the warm-up's rate, with room.
+            d.set_batch((r.requests as f64 / r.secs * opts.secs * 1.3) as usize);
+        }
     }
     let mut results: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 0..opts.rounds {
         for k in 0..targets.len() {
             let i = (k + round) % targets.len();
+            if let Some(d) = &targets[i].dpop {
+                // Proofs for this round, made before it (not in the measured client CPU).
+                d.refill(d.batch())?;
+            }
             let r = drive(
                 &mut pools[i],
                 &targets[i],
@@ -394,13 +532,36 @@ async fn run(
             if r.errors > 0 {
                 return Err(format!("{}: {} failed requests", targets[i].name, r.errors).into());
             }
+            if let Some(d) = &targets[i].dpop {
+                d.set_batch((r.requests as f64 * 1.3) as usize);
+            }
             results[i].push(r);
         }
         eprintln!("round {}/{} done", round + 1, opts.rounds);
     }
     let load_end = loadavg();
     let summaries: Vec<Summary> = results.iter().map(|r| summarize(r)).collect();
-    let tables = report(targets, &summaries);
+    let mut tables = report(targets, &summaries);
+    for (t, r) in targets.iter().zip(&results) {
+        if let Some(d) = &t.dpop {
+            let requests: u64 = r.iter().map(|r| r.requests).sum();
+            tables += &format!(
+                "\n{}: {requests} requests, each with its own proof; {} proofs made inline (a batch ran out), {} made before the rounds\n",
+                t.name,
+                d.inline.load(Ordering::Relaxed),
+                d.made.load(Ordering::Relaxed)
+            );
+        }
+        if let Some(pid) = t.extra_pid {
+            let requests: u64 = r.iter().map(|r| r.requests).sum();
+            let ns: u64 = r.iter().map(|r| r.extra_cpu_ns).sum();
+            tables += &format!(
+                "{}: redis-server (pid {pid}) CPU {:.1} µs per request\n",
+                t.name,
+                ns as f64 / 1000.0 / requests.max(1) as f64
+            );
+        }
+    }
     print!("{tables}");
     md += &tables;
     let tail = format!(
@@ -452,12 +613,15 @@ struct Round {
     secs: f64,
     server_cpu_ns: u64,
     client_cpu_ns: u64,
+    /// CPU of `Target::extra_pid` (a redis-server), when given.
+    extra_cpu_ns: u64,
     latencies_ns: Vec<u64>,
 }
 
 /// Runs every connection of `conns` flat out for `dur`, one request in flight per connection.
 async fn drive(conns: &mut [Conn], t: &Target, dur: Duration) -> Round {
     let server_cpu = task_cpu_ns(t.pid);
+    let extra_cpu = t.extra_pid.map_or(0, task_cpu_ns);
     let client_cpu = task_cpu_ns(std::process::id());
     let start = Instant::now();
     let deadline = start + dur;
@@ -465,8 +629,9 @@ async fn drive(conns: &mut [Conn], t: &Target, dur: Duration) -> Round {
         let mut lat = Vec::with_capacity(16 * 1024);
         let mut errors = 0u64;
         while Instant::now() < deadline {
+            let proof = t.dpop.as_ref().map(DpopProofs::take);
             let t0 = Instant::now();
-            match request(conn, t.path, t.auth.as_ref()).await {
+            match request(conn, t.path, t.auth.as_ref(), proof.as_ref()).await {
                 Ok(StatusCode::OK) => lat.push(t0.elapsed().as_nanos() as u64),
                 _ => errors += 1,
             }
@@ -486,6 +651,9 @@ async fn drive(conns: &mut [Conn], t: &Target, dur: Duration) -> Round {
         errors,
         secs,
         server_cpu_ns: task_cpu_ns(t.pid).saturating_sub(server_cpu),
+        extra_cpu_ns: t
+            .extra_pid
+            .map_or(0, |pid| task_cpu_ns(pid).saturating_sub(extra_cpu)),
         client_cpu_ns: task_cpu_ns(std::process::id()).saturating_sub(client_cpu),
         latencies_ns,
     }
@@ -612,6 +780,10 @@ fn report(targets: &[Target], s: &[Summary]) -> String {
         ("hello_nocache", "jwt_authorizer", None),
         ("hello_nocache", "tower_oauth2", None),
         ("hello_cached", "hello_nocache", None),
+        ("hello_dpop", "hello_cached", None),
+        ("hello_dpop", "open_twin", None),
+        ("hello_dpop_redis", "hello_dpop", None),
+        ("hello_dpop_redis", "hello_cached", None),
     ] {
         let Some(r) = ratio(targets, s, a, b) else {
             continue;
@@ -637,6 +809,18 @@ fn report(targets: &[Target], s: &[Summary]) -> String {
         md += &format!(
             "\ncertbound on a cache hit, server CPU per request: {:+.1} µs ((b) {b:.1} − (o) {o:.1})\n",
             b - o
+        );
+    }
+    if let (Some(d), Some(b)) = (cpu("hello_dpop"), cpu("hello_cached")) {
+        md += &format!(
+            "DPoP (token cached, proof verified, memory replay store) over the mTLS cache hit, server CPU per request: {:+.1} µs ((e) {d:.1} − (b) {b:.1})\n",
+            d - b
+        );
+    }
+    if let (Some(r), Some(d)) = (cpu("hello_dpop_redis"), cpu("hello_dpop")) {
+        md += &format!(
+            "Redis replay store over the memory one, API server CPU per request: {:+.1} µs ((f) {r:.1} − (e) {d:.1}; redis-server's own CPU not included)\n",
+            r - d
         );
     }
     md
@@ -723,6 +907,7 @@ fn chart(path: &Path, opts: &Opts, targets: &[Target], s: &[Summary]) -> Result<
     let colour = |name: &str| match name {
         "health" | "health_token" | "open_twin" => RGBColor(150, 150, 150),
         "hello_cached" | "hello_nocache" => RGBColor(31, 119, 180),
+        "hello_dpop" | "hello_dpop_redis" => RGBColor(44, 160, 44),
         _ => RGBColor(230, 130, 30),
     };
     let short = |t: &Target| t.label.split(" (").next().unwrap_or(t.label).to_owned();
@@ -769,7 +954,7 @@ fn chart(path: &Path, opts: &Opts, targets: &[Target], s: &[Summary]) -> Result<
         ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
     ))?;
     top.draw(&Text::new(
-        "grey: no authentication · blue: certbound (binding checked) · orange: peer middleware (no binding check)",
+        "grey: no authentication · blue: certbound, mTLS-bound token · green: certbound, DPoP-bound token + proof · orange: peer middleware (no binding check)",
         (16, 62),
         ("sans-serif", 13).into_font().color(&RGBColor(90, 90, 90)),
     ))?;
@@ -900,7 +1085,7 @@ async fn flood(
                 }
                 let token = material.token(issuer, &format!("flood-{i}"))?;
                 let auth = HeaderValue::from_str(&format!("Bearer {token}"))?;
-                match request(conn, "/api/hello", Some(&auth)).await? {
+                match request(conn, "/api/hello", Some(&auth), None).await? {
                     StatusCode::OK => ok += 1,
                     other => return Err(format!("flood request {i}: {other}").into()),
                 }
@@ -923,6 +1108,9 @@ fn rss_child(mode: &str, n: usize) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if mode == "replay" {
+        return runtime.block_on(rss_replay());
+    }
     runtime.block_on(async {
         let iss = "https://issuer.example/";
         let signer = SigningKey::generate("k1", Algorithm::ES256)?;
@@ -968,6 +1156,125 @@ fn rss_child(mode: &str, n: usize) -> Result<(), Error> {
     })
 }
 
+/// In a fresh process: the default DPoP replay store (1,000,000 entries per generation) filled
+/// with 1,100,000 distinct keys (the last 100,000 must be refused as `Full`), then, after its
+/// generation span (the TTL, 2 s here), 1,100,000 more (the first generation moves to
+/// "previous", a new one fills). RSS after each phase; one JSON line.
+async fn rss_replay() -> Result<(), Error> {
+    let store = MemoryReplayStore::default();
+    let ttl = Duration::from_secs(2);
+    let pid = std::process::id();
+    let mut counter = 0u64;
+    let mut fill = |n: usize| {
+        let mut outcome = (0usize, 0usize);
+        let store = &store;
+        let keys: Vec<[u8; 32]> = (0..n)
+            .map(|_| {
+                counter += 1;
+                let mut key = [0x5a; 32];
+                key[..8].copy_from_slice(&counter.to_le_bytes());
+                key
+            })
+            .collect();
+        async move {
+            for key in keys {
+                match store.first_use(key, ttl).await {
+                    Ok(true) => outcome.0 += 1,
+                    Ok(false) => return Err::<_, Error>("a new key was seen as a replay".into()),
+                    Err(_) => outcome.1 += 1,
+                }
+            }
+            Ok(outcome)
+        }
+    };
+    let before = proc_status(pid);
+    let t = Instant::now();
+    let (ok1, full1) = fill(1_100_000).await?;
+    let secs = t.elapsed().as_secs_f64();
+    let after1 = proc_status(pid);
+    let len1 = store.len();
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    let (ok2, full2) = fill(1_100_000).await?;
+    let after2 = proc_status(pid);
+    let len2 = store.len();
+    println!(
+        "{}",
+        json!({
+            "hwm_before_kib": before.0, "rss_before_kib": before.1,
+            "phase1": {"accepted": ok1, "refused_full": full1, "held": len1,
+                       "hwm_kib": after1.0, "rss_kib": after1.1, "secs": secs},
+            "phase2_after_one_span": {"accepted": ok2, "refused_full": full2, "held": len2,
+                       "hwm_kib": after2.0, "rss_kib": after2.1},
+        })
+    );
+    Ok(())
+}
+
+/// `--dpop-flood N`: N distinct valid proofs (made inline, one per request) with the DPoP-bound
+/// token at a fresh DPoP server (memory replay store); its RSS before and after. The store's
+/// hash table grows by doubling, so the growth per proof depends on where N falls between two
+/// sizes; the in-process `replay` child measures the store at its bound.
+async fn dpop_flood(
+    opts: &Opts,
+    client: &TlsConnector,
+    server: &Server,
+    target: &Target,
+) -> Result<String, Error> {
+    let d = target.dpop.as_ref().ok_or("not a DPoP variant")?;
+    let mut conns = Vec::new();
+    for _ in 0..opts.connections {
+        conns.push(connect(client, target.addr).await?);
+    }
+    let n = opts.dpop_flood;
+    // One request first, so lazily initialised state is in "before".
+    let proof = d.make()?;
+    request(
+        &mut conns[0],
+        target.path,
+        target.auth.as_ref(),
+        Some(&proof),
+    )
+    .await?;
+    let before = proc_status(server.pid());
+    let t = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let work = conns.iter_mut().map(|conn| {
+        let next = Arc::clone(&next);
+        async move {
+            let mut ok = 0usize;
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let proof = d.make()?;
+                match request(conn, target.path, target.auth.as_ref(), Some(&proof)).await? {
+                    StatusCode::OK => ok += 1,
+                    other => return Err::<usize, Error>(format!("DPoP flood: {other}").into()),
+                }
+            }
+            Ok(ok)
+        }
+    });
+    let mut total = 0;
+    for r in futures_join_all(work).await {
+        total += r?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let after = proc_status(server.pid());
+    let growth_kib = after.1.saturating_sub(before.1);
+    Ok(format!(
+        "\n## DPoP flood: {total} distinct valid proofs (one DPoP-bound token, {} connections), DPoP server memory\n\n\
+         | VmHWM before | VmHWM after | VmRSS before | VmRSS after | RSS growth | per proof | req/s (proofs made inline) | time |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {} | {} | {} | {} | {:.0} B | {:.0} | {secs:.1} s |\n",
+        opts.connections,
+        mib(before.0),
+        mib(after.0),
+        mib(before.1),
+        mib(after.1),
+        mib(growth_kib),
+        growth_kib as f64 * 1024.0 / total.max(1) as f64,
+        total as f64 / secs
+    ))
+}
+
 // ---------------------------------------------------------------- client
 
 struct Target {
@@ -977,6 +1284,71 @@ struct Target {
     path: &'static str,
     auth: Option<HeaderValue>,
     pid: u32,
+    /// DPoP variants: a fresh proof per request.
+    dpop: Option<DpopProofs>,
+    /// Another process whose CPU is reported per request (a redis-server).
+    extra_pid: Option<u32>,
+}
+
+/// Proofs for one DPoP variant: a batch made before each round, handed out one per request.
+struct DpopProofs {
+    key: DpopKey,
+    htu: String,
+    token: String,
+    pool: std::sync::Mutex<Vec<HeaderValue>>,
+    next: AtomicUsize,
+    batch: AtomicUsize,
+    /// Proofs made before rounds, and inline (a batch ran out).
+    made: AtomicUsize,
+    inline: AtomicUsize,
+}
+
+impl DpopProofs {
+    fn new(key: DpopKey, htu: &str, token: String) -> Self {
+        Self {
+            key,
+            htu: htu.to_owned(),
+            token,
+            pool: std::sync::Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            batch: AtomicUsize::new(4000),
+            made: AtomicUsize::new(0),
+            inline: AtomicUsize::new(0),
+        }
+    }
+
+    /// A fresh proof (new `jti`, `iat` now) for `GET htu` with `ath` of the token.
+    fn make(&self) -> Result<HeaderValue, Error> {
+        let proof = self.key.proof("GET", &self.htu, Some(&self.token), None)?;
+        Ok(HeaderValue::from_str(&proof)?)
+    }
+
+    fn batch(&self) -> usize {
+        self.batch.load(Ordering::Relaxed)
+    }
+
+    fn set_batch(&self, n: usize) {
+        self.batch.store(n.max(1000), Ordering::Relaxed);
+    }
+
+    /// Replaces the pool with `n` fresh proofs.
+    fn refill(&self, n: usize) -> Result<(), Error> {
+        let fresh = (0..n).map(|_| self.make()).collect::<Result<Vec<_>, _>>()?;
+        self.made.fetch_add(n, Ordering::Relaxed);
+        *self.pool.lock().unwrap() = fresh;
+        self.next.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The next unused proof (made inline when the batch ran out).
+    fn take(&self) -> HeaderValue {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = self.pool.lock().unwrap().get(i) {
+            return p.clone();
+        }
+        self.inline.fetch_add(1, Ordering::Relaxed);
+        self.make().expect("a DPoP proof")
+    }
 }
 
 impl Target {
@@ -997,6 +1369,8 @@ impl Target {
                 .map(|t| HeaderValue::from_str(&format!("Bearer {t}")))
                 .transpose()?,
             pid,
+            dpop: None,
+            extra_pid: None,
         })
     }
 }
@@ -1020,8 +1394,9 @@ async fn request(
     conn: &mut Conn,
     path: &str,
     auth: Option<&HeaderValue>,
+    dpop: Option<&HeaderValue>,
 ) -> Result<StatusCode, Error> {
-    Ok(fetch(conn, path, auth).await?.0)
+    Ok(fetch(conn, path, auth, dpop).await?.0)
 }
 
 /// One request: the status and the whole body.
@@ -1029,10 +1404,14 @@ async fn fetch(
     conn: &mut Conn,
     path: &str,
     auth: Option<&HeaderValue>,
+    dpop: Option<&HeaderValue>,
 ) -> Result<(StatusCode, Bytes), Error> {
     let mut req = Request::get(path).header(header::HOST, "localhost");
     if let Some(auth) = auth {
         req = req.header(header::AUTHORIZATION, auth.clone());
+    }
+    if let Some(proof) = dpop {
+        req = req.header("dpop", proof.clone());
     }
     conn.ready().await?;
     let resp = conn.send_request(req.body(Empty::new())?).await?;
@@ -1120,11 +1499,21 @@ impl Server {
     }
 
     /// The API server (this executable with `--serve-child`) on an ephemeral port.
-    fn api(dev_dir: &Path, no_cache: bool) -> Result<Self, Error> {
+    /// `dpop`: `Some(None)` DPoP on with the in-memory replay store, `Some(Some(url))` with Redis.
+    fn api(dev_dir: &Path, no_cache: bool, dpop: Option<Option<&str>>) -> Result<Self, Error> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg("--serve-child").arg(dev_dir);
         if no_cache {
             cmd.arg("--no-token-cache");
+        }
+        match dpop {
+            Some(Some(url)) => {
+                cmd.args(["--dpop", "--replay-store", url]);
+            }
+            Some(None) => {
+                cmd.arg("--dpop");
+            }
+            None => {}
         }
         Self::start(cmd, |line, s| {
             if let Some(rest) = line.strip_prefix("listening on https://") {
@@ -1260,7 +1649,12 @@ async fn hello(token: VerifiedToken) -> Json<Value> {
 /// default) with a dev issuer (discovery + JWKS over HTTPS, as the example's dev mode), tokio's
 /// default workers, logging at `warn` (rejections would show; accepted requests are not logged).
 /// Exits when its stdin closes (the benchmark went away) or after an hour.
-fn serve_child(dir: &Path, no_cache: bool) -> Result<(), Error> {
+fn serve_child(
+    dir: &Path,
+    no_cache: bool,
+    dpop: bool,
+    replay_store: Option<&str>,
+) -> Result<(), Error> {
     std::thread::spawn(|| {
         let mut buf = [0u8; 64];
         let mut stdin = std::io::stdin();
@@ -1289,6 +1683,14 @@ fn serve_child(dir: &Path, no_cache: bool) -> Result<(), Error> {
             .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec());
         if no_cache {
             builder = builder.no_token_cache();
+        }
+        if dpop {
+            // The defaults (the example's --dpop): in-memory replay store unless Redis is given.
+            let mut config = Dpop::default();
+            if let Some(url) = replay_store {
+                config = config.replay_store(RedisReplayStore::connect(url).await?);
+            }
+            builder = builder.dpop(config);
         }
         let auth = builder.build().await?;
         // The twin's token: client A's, with the claims the benchmark's token has.

@@ -1,0 +1,152 @@
+//! DPoP proof verification (RFC 9449 §4.3) side by side with a raw signature verification of the
+//! same alg over the same signing input (issue 12's target: proof ≤ 1.15 × raw signature).
+//!
+//! ```text
+//! cargo bench -p certbound-core --bench dpop -- --noplot
+//! ```
+//!
+//! Proofs are what `certbound_dev::dpop::DpopKey::proof` makes (a `GET` of
+//! `https://api.example/accounts`, `ath` for a 480-byte access token, fresh `jti`, `iat` now).
+//!
+//! * `dpop/<ALG>/verify_proof` — `DpopPolicy::verify_proof`: strict parse, `typ`/`alg`/`jwk`
+//!   checks, `VerificationKey::from_jwk`, the RFC 7638 thumbprint, the signature, `jti`, `htm`,
+//!   `htu` (both normalised), `iat`, `ath`. Everything a request pays for its proof except the
+//!   replay store and the token (the verified-token cache serves the token).
+//! * `dpop/<ALG>/raw_aws_lc` — the baseline: aws-lc-rs's one-shot verification of the proof's
+//!   signature with the public key bytes taken from the proof's `jwk` (decoded beforehand):
+//!   `UnparsedPublicKey::verify` (ES256, EdDSA) or `RsaPublicKeyComponents::verify` (PS256).
+//! * `dpop/<ALG>/key_verify` — certbound's `VerificationKey::verify` (jsonwebtoken's aws-lc
+//!   verifier) with a key built beforehand: the signature step inside `verify_proof`.
+//! * `dpop_parts/<ALG>/*` — the other steps alone: `parse`, `from_jwk`, `jwk_thumbprint`,
+//!   `normalize_htu` (one URI), `access_token_hash`.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use aws_lc_rs::signature::{
+    RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519,
+    RSA_PSS_2048_8192_SHA256,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use certbound_core::{
+    access_token_hash, jwk_thumbprint, normalize_htu, Algorithm, DpopPolicy, ProofRequest,
+    UnverifiedToken, VerificationKey,
+};
+use certbound_dev::dpop::DpopKey;
+use certbound_dev::unix_now;
+use criterion::{criterion_group, criterion_main, Criterion};
+use serde_json::Value;
+
+const URL: &str = "https://api.example/accounts";
+
+fn b64(jwk: &Value, member: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD
+        .decode(jwk[member].as_str().unwrap())
+        .unwrap()
+}
+
+fn dpop(c: &mut Criterion) {
+    let policy = DpopPolicy::default();
+    let request = ProofRequest::new("GET", URL);
+    // An access token of the usual size (the proof's `ath` is its hash).
+    let token = "t".repeat(480);
+    for alg in [Algorithm::ES256, Algorithm::EdDSA, Algorithm::PS256] {
+        let name = format!("{alg:?}");
+        let key = DpopKey::generate(alg).unwrap();
+        let proof = key.proof("GET", URL, Some(&token), None).unwrap();
+        let now = unix_now();
+        eprintln!("dpop/{name}: proof is {} bytes", proof.len());
+        let parsed = UnverifiedToken::parse(&proof).unwrap();
+        let message = parsed.signing_input().to_vec();
+        let signature = parsed.signature().to_vec();
+        let jwk = key.public_jwk().clone();
+        let jwk_map = jwk.as_object().unwrap().clone();
+        let vkey = VerificationKey::from_jwk(&jwk_map).unwrap();
+
+        // The raw baseline: aws-lc, one shot, from the key's bytes.
+        let raw: Box<dyn Fn() -> bool> = match alg {
+            Algorithm::ES256 => {
+                let mut point = vec![0x04];
+                point.extend(b64(&jwk, "x"));
+                point.extend(b64(&jwk, "y"));
+                let (message, signature) = (message.clone(), signature.clone());
+                Box::new(move || {
+                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, black_box(&point))
+                        .verify(black_box(&message), black_box(&signature))
+                        .is_ok()
+                })
+            }
+            Algorithm::EdDSA => {
+                let x = b64(&jwk, "x");
+                let (message, signature) = (message.clone(), signature.clone());
+                Box::new(move || {
+                    UnparsedPublicKey::new(&ED25519, black_box(&x))
+                        .verify(black_box(&message), black_box(&signature))
+                        .is_ok()
+                })
+            }
+            _ => {
+                let (n, e) = (b64(&jwk, "n"), b64(&jwk, "e"));
+                let (message, signature) = (message.clone(), signature.clone());
+                Box::new(move || {
+                    RsaPublicKeyComponents {
+                        n: black_box(&n),
+                        e: black_box(&e),
+                    }
+                    .verify(
+                        &RSA_PSS_2048_8192_SHA256,
+                        black_box(&message),
+                        black_box(&signature),
+                    )
+                    .is_ok()
+                })
+            }
+        };
+        // Everything must accept before anything is timed.
+        let verified = policy
+            .verify_proof(&proof, &token, &request, now)
+            .unwrap_or_else(|e| panic!("{name}: verify_proof refused a valid proof: {e:?}"));
+        assert_eq!(verified.jkt(), &key.jkt());
+        assert!(raw(), "{name}: aws-lc refused the proof's signature");
+        vkey.verify(alg, &message, &signature).unwrap();
+
+        let mut group = c.benchmark_group(format!("dpop/{name}"));
+        group.bench_function("verify_proof", |b| {
+            b.iter(|| {
+                policy
+                    .verify_proof(black_box(&proof), black_box(&token), &request, now)
+                    .unwrap()
+            })
+        });
+        group.bench_function("raw_aws_lc", |b| b.iter(|| assert!(raw())));
+        group.bench_function("key_verify", |b| {
+            b.iter(|| {
+                vkey.verify(alg, black_box(&message), black_box(&signature))
+                    .unwrap()
+            })
+        });
+        group.finish();
+
+        let mut group = c.benchmark_group(format!("dpop_parts/{name}"));
+        group.bench_function("parse", |b| {
+            b.iter(|| UnverifiedToken::parse(black_box(&proof)).unwrap())
+        });
+        group.bench_function("from_jwk", |b| {
+            b.iter(|| VerificationKey::from_jwk(black_box(&jwk_map)).unwrap())
+        });
+        group.bench_function("jwk_thumbprint", |b| {
+            b.iter(|| jwk_thumbprint(black_box(&jwk_map)).unwrap())
+        });
+        group.bench_function("normalize_htu", |b| {
+            b.iter(|| normalize_htu(black_box(URL)).unwrap())
+        });
+        group.bench_function("access_token_hash", |b| {
+            b.iter(|| access_token_hash(black_box(&token)))
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, dpop);
+criterion_main!(benches);

@@ -105,11 +105,18 @@ impl<'r> Credentials<'r> {
             return Err(Rejection::MultipleAuthorizationHeaders);
         }
         let (scheme, token) = parse_scheme(value.as_bytes(), max_len)?;
-        let mut proofs = headers.get_all("dpop").iter();
-        let proof = match (proofs.next(), proofs.next()) {
-            (None, _) => Proof::None,
-            (Some(one), None) => one.to_str().map_or(Proof::Malformed, Proof::One),
-            (Some(_), Some(_)) => Proof::Many,
+        // A Bearer request's proof is never looked at, so it is not even looked up.
+        let proof = match scheme {
+            Scheme::Bearer => Proof::None,
+            Scheme::Dpop => {
+                static DPOP: http::HeaderName = http::HeaderName::from_static("dpop");
+                let mut proofs = headers.get_all(&DPOP).iter();
+                match (proofs.next(), proofs.next()) {
+                    (None, _) => Proof::None,
+                    (Some(one), None) => one.to_str().map_or(Proof::Malformed, Proof::One),
+                    (Some(_), Some(_)) => Proof::Many,
+                }
+            }
         };
         Ok(Self {
             scheme,

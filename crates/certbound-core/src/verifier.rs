@@ -311,9 +311,6 @@ impl Accepted {
 }
 
 /// One step of a verification.
-// `NeedKey` holds the parsed token and proof; a Step is returned once per request and matched at
-// once, so moving it costs less than boxing it would on the cache-hit path.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Step<'r> {
     /// Accepted.
@@ -334,14 +331,16 @@ pub struct NeedKey<'r> {
     verifier: &'r Verifier,
     /// The token as sent; parsed only when the cache cannot vouch for it.
     raw: &'r str,
-    token: Option<UnverifiedToken<'r>>,
+    // Boxed: only a cache miss (which verifies a signature anyway) has one, and a small NeedKey
+    // keeps the cache-hit path's moves cheap.
+    token: Option<Box<UnverifiedToken<'r>>>,
     issuer: usize,
     alg: Algorithm,
     presented: Option<Thumbprint>,
     now: u64,
     cached: Option<Verified>,
     scheme: Scheme,
-    proof: Option<(VerifiedProof, Option<u64>)>,
+    proof: Option<Box<(VerifiedProof, Option<u64>)>>,
 }
 
 impl NeedKey<'_> {
@@ -405,7 +404,7 @@ impl NeedKey<'_> {
             _ => {
                 // Not vouched for by the cache (or its key changed): the whole check.
                 let token = match self.token {
-                    Some(token) => token,
+                    Some(token) => *token,
                     None => UnverifiedToken::parse(self.raw)?,
                 };
                 let alg = policy.check_header(token.header())?;
@@ -418,7 +417,7 @@ impl NeedKey<'_> {
                 (verified, true)
             }
         };
-        verifier.bind(verified, self.presented, fresh, self.scheme, self.proof)
+        verifier.bind(verified, self.presented, fresh, self.scheme, self.proof.map(|p| *p))
     }
 }
 
@@ -511,7 +510,7 @@ impl Verifier {
                     let issuer = self.select_issuer(&token)?;
                     let policy = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
                     let alg = policy.check_header(token.header())?;
-                    (Some(token), issuer, alg)
+                    (Some(Box::new(token)), issuer, alg)
                 }
             };
             Ok(NeedKey {
@@ -524,7 +523,7 @@ impl Verifier {
                 now,
                 cached,
                 scheme: credentials.scheme,
-                proof,
+                proof: proof.map(Box::new),
             })
         };
         match step() {

@@ -243,6 +243,11 @@ impl Verified {
         &self.claims
     }
 
+    /// The verified claims, without the key (no extra reference counting).
+    pub fn into_claims(self) -> Arc<VerifiedClaims> {
+        self.claims
+    }
+
     /// The key that verified the signature. A cached token stays valid only while the issuer's
     /// key source still returns this very key for its `kid`.
     pub fn key(&self) -> &Arc<VerificationKey> {

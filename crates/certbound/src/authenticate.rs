@@ -393,7 +393,7 @@ impl Authenticator {
             cache.insert(token, verified.clone());
         }
         Granted {
-            token: VerifiedToken::new(Arc::clone(verified.claims()), presented, self.id),
+            token: VerifiedToken::new(verified.into_claims(), presented, self.id),
             dpop_nonce,
         }
     }

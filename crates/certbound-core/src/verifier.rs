@@ -422,7 +422,13 @@ impl NeedKey<'_> {
                 (verified, true)
             }
         };
-        verifier.bind(verified, self.presented, fresh, self.scheme, self.proof.map(|p| *p))
+        verifier.bind(
+            verified,
+            self.presented,
+            fresh,
+            self.scheme,
+            self.proof.map(|p| *p),
+        )
     }
 }
 

@@ -57,7 +57,8 @@ pub trait ReplayStore: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'_, Result<bool, ReplayStoreError>>;
 }
 
-/// An in-process replay store, bounded in entries (and so in bytes: about 80 bytes an entry).
+/// An in-process replay store, bounded in entries (and so in bytes: about 70 bytes an entry,
+/// measured; at most `2 × max_entries` entries are held, one generation full and the next filling).
 ///
 /// Entries live in two generations of at least the longest TTL seen; a key is forgotten only
 /// after two generation switches, so never before its TTL. When the current generation is full
@@ -84,7 +85,8 @@ impl fmt::Debug for MemoryReplayStore {
 }
 
 impl Default for MemoryReplayStore {
-    /// 1,000,000 entries (about 80 MB at most).
+    /// 1,000,000 entries per generation: at most 2,000,000 held, about 140 MB (measured ~70 B an
+    /// entry, BENCHMARKS.md).
     fn default() -> Self {
         Self::new(1_000_000)
     }

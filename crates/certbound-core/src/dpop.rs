@@ -152,6 +152,19 @@ impl DpopPolicy {
         &self.algorithms
     }
 
+    /// The `alg` names a proof may carry, for the `DPoP` challenge's `algs` and the RFC 9728
+    /// metadata: each allowed algorithm, and `Ed25519` (RFC 9864) beside `EdDSA`.
+    pub fn algorithm_names(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(self.algorithms.len().saturating_add(1));
+        for alg in &self.algorithms {
+            names.push(format!("{alg:?}"));
+            if *alg == Algorithm::EdDSA {
+                names.push(ED25519.to_owned());
+            }
+        }
+        names
+    }
+
     /// The `iat` window in seconds; a replay store keeps a `jti` at least this long either side.
     pub fn iat_window_secs(&self) -> u64 {
         self.iat_window_secs
@@ -180,10 +193,7 @@ impl DpopPolicy {
         {
             return Err(Rejection::WrongDpopProofType);
         }
-        let alg: Algorithm = header
-            .alg()
-            .parse()
-            .map_err(|_| Rejection::DisallowedDpopAlgorithm)?;
+        let alg = proof_algorithm(header.alg()).ok_or(Rejection::DisallowedDpopAlgorithm)?;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::DisallowedDpopAlgorithm);
         }
@@ -244,6 +254,20 @@ impl DpopPolicy {
             nonce,
         })
     }
+}
+
+/// RFC 9864's fully-specified name for EdDSA over Ed25519 (what panva's `dpop` and
+/// `oauth4webapi` put in the `alg` of proofs signed by an Ed25519 key).
+const ED25519: &str = "Ed25519";
+
+/// A proof's `alg`: the JWS names, and `Ed25519` (RFC 9864 §2.2), which is `EdDSA` with the
+/// Ed25519 curve — the only EdDSA curve a key can have here (`VerificationKey` refuses Ed448),
+/// so it is verified, and allowed, as `EdDSA`.
+fn proof_algorithm(name: &str) -> Option<Algorithm> {
+    if name == ED25519 {
+        return Some(Algorithm::EdDSA);
+    }
+    name.parse().ok()
 }
 
 /// JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).

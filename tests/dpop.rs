@@ -700,6 +700,55 @@ async fn ed25519_proofs_by_their_rfc_9864_name() {
     );
 }
 
+/// An issuer that names its Ed25519 key and tokens `alg: "Ed25519"` (RFC 9864), as node
+/// oidc-provider 9 does for an OKP key (docs/interop.md): its JWKS key is usable and its tokens
+/// verify as `EdDSA`; `ed25519` is no algorithm.
+#[tokio::test]
+async fn ed25519_tokens_from_an_issuer_that_names_its_key_ed25519() {
+    let signer = SigningKey::generate("ed-1", Algorithm::EdDSA).unwrap();
+    let issuer = TestIssuer::start(&[&signer]).await.unwrap();
+    let jwk = changed(signer.public_jwk().clone(), json!({"alg": "Ed25519"}));
+    issuer.set_jwks_body(json!({ "keys": [jwk] }).to_string());
+    let listening = Api::bind(Mode::SelfSigned).await;
+    let auth = CertBound::builder()
+        .issuer(issuer.issuer_url())
+        .audience(AUDIENCE)
+        .jwks_root_certificates_pem(issuer.ca_pem().to_owned())
+        .dpop(Dpop::default())
+        .public_url(listening.url.clone())
+        .build()
+        .await
+        .unwrap();
+    let url = format!("{}/api/hello", listening.url);
+    let api = listening.serve(auth);
+    let http = api.client(None);
+    let client = DpopKey::generate(Algorithm::ES256).unwrap();
+    let claims = dpop_bound_claims(issuer.issuer_url(), AUDIENCE, &client.jkt());
+    let token_as = |alg: &str| {
+        let header = json!({"alg": alg, "typ": "at+jwt", "kid": "ed-1"});
+        signer.sign_with_header(&header, &claims).unwrap()
+    };
+    let send = |token: String| {
+        let proof = client.proof("GET", &url, Some(&token), None).unwrap();
+        let req = http
+            .get(&url)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof);
+        async move { reply(req.send().await.unwrap()).await }
+    };
+    for alg in ["Ed25519", "EdDSA"] {
+        send(token_as(alg)).await.assert_accepted(alg);
+    }
+    let r = send(token_as("ed25519")).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.challenges
+            .iter()
+            .any(|c| c.contains(&Rejection::DisallowedAlgorithm.description())),
+        "{r:?}"
+    );
+}
+
 #[tokio::test]
 async fn nonces_first_401_use_dpop_nonce_then_200() {
     let keys = NonceKeys::new(vec![[7u8; 32]], Duration::from_secs(300)).unwrap();

@@ -24,6 +24,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::jose::{parse_algorithm, ED25519_ALG};
 use crate::{Algorithm, Rejection, Thumbprint, UnverifiedToken, VerificationKey};
 
 /// The default proof algorithms: ES256, ES384, PS256, EdDSA (RS256 only when added).
@@ -159,7 +160,7 @@ impl DpopPolicy {
         for alg in &self.algorithms {
             names.push(format!("{alg:?}"));
             if *alg == Algorithm::EdDSA {
-                names.push(ED25519.to_owned());
+                names.push(ED25519_ALG.to_owned());
             }
         }
         names
@@ -193,7 +194,7 @@ impl DpopPolicy {
         {
             return Err(Rejection::WrongDpopProofType);
         }
-        let alg = proof_algorithm(header.alg()).ok_or(Rejection::DisallowedDpopAlgorithm)?;
+        let alg = parse_algorithm(header.alg()).ok_or(Rejection::DisallowedDpopAlgorithm)?;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::DisallowedDpopAlgorithm);
         }
@@ -254,20 +255,6 @@ impl DpopPolicy {
             nonce,
         })
     }
-}
-
-/// RFC 9864's fully-specified name for EdDSA over Ed25519 (what panva's `dpop` and
-/// `oauth4webapi` put in the `alg` of proofs signed by an Ed25519 key).
-const ED25519: &str = "Ed25519";
-
-/// A proof's `alg`: the JWS names, and `Ed25519` (RFC 9864 §2.2), which is `EdDSA` with the
-/// Ed25519 curve — the only EdDSA curve a key can have here (`VerificationKey` refuses Ed448),
-/// so it is verified, and allowed, as `EdDSA`.
-fn proof_algorithm(name: &str) -> Option<Algorithm> {
-    if name == ED25519 {
-        return Some(Algorithm::EdDSA);
-    }
-    name.parse().ok()
 }
 
 /// JWK members that only a private key has (RFC 7518 §6.2.2, §6.3.2, §6.4; RFC 8037 §2).

@@ -24,7 +24,7 @@ use common::{support, Api, Mode, AUDIENCE};
 use serde_json::{json, Value};
 
 /// The proof algorithms of `Dpop::default()`, as challenged and advertised.
-const ALGS: &str = "ES256 ES384 PS256 EdDSA";
+const ALGS: &str = "ES256 ES384 PS256 EdDSA Ed25519";
 
 /// A running API that accepts DPoP, a client key, and a token bound to it.
 struct DpopApi {
@@ -561,7 +561,7 @@ async fn no_credentials_challenges_bearer_and_dpop_and_metadata_lists_the_algori
         .unwrap();
     assert_eq!(
         doc["dpop_signing_alg_values_supported"],
-        json!(["ES256", "ES384", "PS256", "EdDSA"]),
+        json!(["ES256", "ES384", "PS256", "EdDSA", "Ed25519"]),
         "{doc}"
     );
     assert_eq!(doc["dpop_bound_access_tokens_required"], false, "{doc}");
@@ -615,6 +615,138 @@ async fn a_proof_is_accepted_once() {
     s.send(&[&right])
         .await
         .assert_accepted("same jti, right htm");
+}
+
+/// An Ed25519 key's proofs with `alg: "Ed25519"` (RFC 9864), as panva's `dpop` and
+/// `oauth4webapi` sign them and node oidc-provider 9 accepts them (docs/interop.md), are
+/// verified as `EdDSA`; the name binds the curve, and follows the `EdDSA` allow-list entry.
+#[tokio::test]
+async fn ed25519_proofs_by_their_rfc_9864_name() {
+    let s = DpopApi::start(|b, _| b).await;
+    let ed = DpopKey::generate(Algorithm::EdDSA).unwrap();
+    let issuer = s.api.issuer.as_ref().unwrap().issuer_url().to_owned();
+    let token = s
+        .api
+        .signer
+        .sign(&dpop_bound_claims(&issuer, AUDIENCE, &ed.jkt()))
+        .unwrap();
+    let authorization = format!("DPoP {token}");
+    let claims = || {
+        json!({"jti": fresh_jti(), "htm": "GET", "htu": s.url, "iat": unix_now(),
+               "ath": access_token_hash(&token)})
+    };
+    let named = |key: &DpopKey, alg: &str| {
+        let header = changed(key.header(), json!({ "alg": alg }));
+        key.proof_with(&header, &claims()).unwrap()
+    };
+    for alg in ["Ed25519", "EdDSA"] {
+        let proof = named(&ed, alg);
+        s.send_to(&s.http, &s.url, Some(&authorization), &[&proof], &[])
+            .await
+            .assert_accepted(alg);
+    }
+    // The name is exact (case-sensitive, as every JWS alg) and names a curve: a P-256 key under
+    // it is refused.
+    s.send_to(
+        &s.http,
+        &s.url,
+        Some(&authorization),
+        &[&named(&ed, "ed25519")],
+        &[],
+    )
+    .await
+    .assert_refused("ed25519", "DPoP", Rejection::DisallowedDpopAlgorithm);
+    s.send_to(
+        &s.http,
+        &s.url,
+        Some(&authorization),
+        &[&named(&s.client, "Ed25519")],
+        &[],
+    )
+    .await
+    .assert_refused("P-256 key as Ed25519", "DPoP", Rejection::InvalidDpopKey);
+
+    // Without EdDSA in the allow-list, Ed25519 is refused too, and neither is advertised.
+    let es = DpopApi::start(|b, url| {
+        b.dpop(Dpop::default().algorithms([Algorithm::ES256]))
+            .public_url(url.to_owned())
+    })
+    .await;
+    let ed = DpopKey::generate(Algorithm::EdDSA).unwrap();
+    let issuer = es.api.issuer.as_ref().unwrap().issuer_url().to_owned();
+    let token = es
+        .api
+        .signer
+        .sign(&dpop_bound_claims(&issuer, AUDIENCE, &ed.jkt()))
+        .unwrap();
+    let header = changed(ed.header(), json!({"alg": "Ed25519"}));
+    let claims = json!({"jti": fresh_jti(), "htm": "GET", "htu": es.url, "iat": unix_now(),
+                        "ath": access_token_hash(&token)});
+    let proof = ed.proof_with(&header, &claims).unwrap();
+    let r = es
+        .send_to(
+            &es.http,
+            &es.url,
+            Some(&format!("DPoP {token}")),
+            &[&proof],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(r.challenges[0].contains("algs=\"ES256\""), "{r:?}");
+    assert!(
+        r.challenges[0].contains(&Rejection::DisallowedDpopAlgorithm.description()),
+        "{r:?}"
+    );
+}
+
+/// An issuer that names its Ed25519 key and tokens `alg: "Ed25519"` (RFC 9864), as node
+/// oidc-provider 9 does for an OKP key (docs/interop.md): its JWKS key is usable and its tokens
+/// verify as `EdDSA`; `ed25519` is no algorithm.
+#[tokio::test]
+async fn ed25519_tokens_from_an_issuer_that_names_its_key_ed25519() {
+    let signer = SigningKey::generate("ed-1", Algorithm::EdDSA).unwrap();
+    let issuer = TestIssuer::start(&[&signer]).await.unwrap();
+    let jwk = changed(signer.public_jwk().clone(), json!({"alg": "Ed25519"}));
+    issuer.set_jwks_body(json!({ "keys": [jwk] }).to_string());
+    let listening = Api::bind(Mode::SelfSigned).await;
+    let auth = CertBound::builder()
+        .issuer(issuer.issuer_url())
+        .audience(AUDIENCE)
+        .jwks_root_certificates_pem(issuer.ca_pem().to_owned())
+        .dpop(Dpop::default())
+        .public_url(listening.url.clone())
+        .build()
+        .await
+        .unwrap();
+    let url = format!("{}/api/hello", listening.url);
+    let api = listening.serve(auth);
+    let http = api.client(None);
+    let client = DpopKey::generate(Algorithm::ES256).unwrap();
+    let claims = dpop_bound_claims(issuer.issuer_url(), AUDIENCE, &client.jkt());
+    let token_as = |alg: &str| {
+        let header = json!({"alg": alg, "typ": "at+jwt", "kid": "ed-1"});
+        signer.sign_with_header(&header, &claims).unwrap()
+    };
+    let send = |token: String| {
+        let proof = client.proof("GET", &url, Some(&token), None).unwrap();
+        let req = http
+            .get(&url)
+            .header("authorization", format!("DPoP {token}"))
+            .header("dpop", proof);
+        async move { reply(req.send().await.unwrap()).await }
+    };
+    for alg in ["Ed25519", "EdDSA"] {
+        send(token_as(alg)).await.assert_accepted(alg);
+    }
+    let r = send(token_as("ed25519")).await;
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(
+        r.challenges
+            .iter()
+            .any(|c| c.contains(&Rejection::DisallowedAlgorithm.description())),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]

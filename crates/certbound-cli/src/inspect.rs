@@ -733,12 +733,7 @@ fn show_proof(
             "alg" => format!(
                 "{} (allowed: {})",
                 header_text_of(&header, "alg"),
-                policy
-                    .allowed_algorithms()
-                    .iter()
-                    .map(|a| format!("{a:?}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                policy.algorithm_names().join(" ")
             ),
             "jwk" => match jwk {
                 None => "missing".to_owned(),
@@ -1023,7 +1018,7 @@ fn hint(rejection: &Rejection, cx: &Context<'_>) -> Option<String> {
         Rejection::MissingDpopProof => "a DPoP request needs exactly one `DPoP` proof header".to_owned(),
         Rejection::MalformedDpopProof => "a proof is a compact JWS (typ dpop+jwt, no crit) whose claims have jti, htm, htu and ath as strings and iat as a number".to_owned(),
         Rejection::WrongDpopProofType => format!("the proof's typ is {}; it must be \"dpop+jwt\"", proof_header_text(cx, "typ")),
-        Rejection::DisallowedDpopAlgorithm => format!("the proof's alg is {}; accepted: ES256 ES384 PS256 EdDSA (RS256 only when the server adds it; never none or HMAC)", proof_header_text(cx, "alg")),
+        Rejection::DisallowedDpopAlgorithm => format!("the proof's alg is {}; accepted: ES256 ES384 PS256 EdDSA Ed25519 (RS256 only when the server adds it; never none or HMAC)", proof_header_text(cx, "alg")),
         Rejection::InvalidDpopKey => "the proof's header needs `jwk`: the client's public key (EC, RSA or OKP) fitting alg — no private members (d, p, q, …), no symmetric key".to_owned(),
         Rejection::BadDpopSignature => "the proof's signature does not verify with its own jwk: it was altered, or signed by another key than the one it carries".to_owned(),
         Rejection::DpopMethodMismatch => format!("the proof's htm is {}; the request is {} (case-sensitive: make a proof per request, with its method)", proof_claim_text(cx, "htm"), cx.proof.map_or("", |p| p.method.as_str())),

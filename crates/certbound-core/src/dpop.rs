@@ -24,6 +24,7 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::jose::{parse_algorithm, ED25519_ALG};
 use crate::{Algorithm, Rejection, Thumbprint, UnverifiedToken, VerificationKey};
 
 /// The default proof algorithms: ES256, ES384, PS256, EdDSA (RS256 only when added).
@@ -152,6 +153,19 @@ impl DpopPolicy {
         &self.algorithms
     }
 
+    /// The `alg` names a proof may carry, for the `DPoP` challenge's `algs` and the RFC 9728
+    /// metadata: each allowed algorithm, and `Ed25519` (RFC 9864) beside `EdDSA`.
+    pub fn algorithm_names(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(self.algorithms.len().saturating_add(1));
+        for alg in &self.algorithms {
+            names.push(format!("{alg:?}"));
+            if *alg == Algorithm::EdDSA {
+                names.push(ED25519_ALG.to_owned());
+            }
+        }
+        names
+    }
+
     /// The `iat` window in seconds; a replay store keeps a `jti` at least this long either side.
     pub fn iat_window_secs(&self) -> u64 {
         self.iat_window_secs
@@ -180,10 +194,7 @@ impl DpopPolicy {
         {
             return Err(Rejection::WrongDpopProofType);
         }
-        let alg: Algorithm = header
-            .alg()
-            .parse()
-            .map_err(|_| Rejection::DisallowedDpopAlgorithm)?;
+        let alg = parse_algorithm(header.alg()).ok_or(Rejection::DisallowedDpopAlgorithm)?;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::DisallowedDpopAlgorithm);
         }

@@ -27,6 +27,30 @@ use serde_json::{Map, Value};
 
 use crate::Rejection;
 
+/// RFC 9864's fully-specified name for EdDSA over Ed25519 (node oidc-provider 9 signs with it
+/// for an Ed25519 key; panva's `dpop` and `oauth4webapi` sign proofs with it).
+pub const ED25519_ALG: &str = "Ed25519";
+
+/// A JWS `alg` (a token's or a proof's header, a JWK's `alg`) as the [`Algorithm`] it is
+/// verified with: the RFC 7518 names exactly (case-sensitive: `none`, `None`, `RS256 ` are
+/// `None`), and `Ed25519` (RFC 9864 §2.2) as `EdDSA` — EdDSA with the Ed25519 curve, the only
+/// EdDSA curve a key can have here ([`VerificationKey`](crate::VerificationKey) refuses Ed448),
+/// so it is allowed wherever `EdDSA` is.
+///
+/// ```
+/// use certbound_core::{parse_algorithm, Algorithm};
+/// assert_eq!(parse_algorithm("ES256"), Some(Algorithm::ES256));
+/// assert_eq!(parse_algorithm("Ed25519"), Some(Algorithm::EdDSA));
+/// assert_eq!(parse_algorithm("ed25519"), None);
+/// assert_eq!(parse_algorithm("none"), None);
+/// ```
+pub fn parse_algorithm(name: &str) -> Option<crate::Algorithm> {
+    if name == ED25519_ALG {
+        return Some(crate::Algorithm::EdDSA);
+    }
+    name.parse().ok()
+}
+
 /// The protected header of a JWS, parsed strictly.
 ///
 /// Only members certbound acts on are exposed. `jku`, `x5u`, `jwk` and `x5c` are never used to

@@ -182,8 +182,8 @@ impl VerificationKey {
         let alg = match opt_str("alg")? {
             None => None,
             Some(a) => Some(
-                a.parse::<Algorithm>()
-                    .map_err(|_| KeyError::UnsupportedAlgorithm(a.to_owned()))?,
+                crate::parse_algorithm(a)
+                    .ok_or_else(|| KeyError::UnsupportedAlgorithm(a.to_owned()))?,
             ),
         };
         let decode = |name: &'static str| -> Result<Vec<u8>, KeyError> {

@@ -69,7 +69,7 @@ pub use forwarded::{
     CidrError, FormatSpecError, ForwardedCertificates, ForwardedFormat, ForwardedResult, IpCidr,
     DEFAULT_MAX_FORWARDED_HEADER_LEN,
 };
-pub use jose::{JoseHeader, JsonError, UnverifiedToken};
+pub use jose::{parse_algorithm, JoseHeader, JsonError, UnverifiedToken, ED25519_ALG};
 pub use keys::{
     Curve, JwksError, KeyError, KeyLookupError, KeySet, MalformedJwks, ParsedJwks, SkippedKey,
     VerificationKey, MIN_RSA_BITS,

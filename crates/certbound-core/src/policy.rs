@@ -107,11 +107,8 @@ impl TokenPolicy {
     /// Checks the header before any key is looked up: `alg` allow-listed, `crit` empty of
     /// anything unknown, `typ` when required. Returns the algorithm to verify with.
     pub fn check_header(&self, header: &JoseHeader) -> Result<Algorithm, Rejection> {
-        // `parse` is case-sensitive: "none", "None", "RS256 " all fail here.
-        let alg: Algorithm = header
-            .alg()
-            .parse()
-            .map_err(|_| Rejection::DisallowedAlgorithm)?;
+        // Case-sensitive: "none", "None", "RS256 " all fail here; "Ed25519" (RFC 9864) is EdDSA.
+        let alg = crate::parse_algorithm(header.alg()).ok_or(Rejection::DisallowedAlgorithm)?;
         if !self.algorithms.contains(&alg) {
             return Err(Rejection::DisallowedAlgorithm);
         }

@@ -639,13 +639,28 @@ fn alg_outside_the_allow_list_is_refused_even_when_the_signature_is_good() {
         "HS256 by default",
     );
     // Algorithms jsonwebtoken does not implement.
-    for alg in ["ES512", "RS1", "HS1", "A128KW", "dir", "ES256K", "Ed25519"] {
+    for alg in ["ES512", "RS1", "HS1", "A128KW", "dir", "ES256K", "ed25519"] {
         refused(
             &signed(&json!({"alg": alg, "kid":"ec"}), &claims()),
             Rejection::DisallowedAlgorithm,
             alg,
         );
     }
+    // "Ed25519" (RFC 9864) is EdDSA: allowed where EdDSA is, and only for an Ed25519 key.
+    refused(
+        &signed(&json!({"alg": "Ed25519", "kid":"ec"}), &claims()),
+        Rejection::KeyAlgorithmMismatch,
+        "Ed25519 with a P-256 key",
+    );
+    let no_eddsa = policy().algorithms([Algorithm::ES256]);
+    assert_eq!(
+        decide_with(
+            &no_eddsa,
+            &signed(&json!({"alg": "Ed25519", "kid":"ec"}), &claims())
+        )
+        .err(),
+        Some(Rejection::DisallowedAlgorithm)
+    );
 }
 
 #[test]

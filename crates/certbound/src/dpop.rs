@@ -51,7 +51,8 @@ impl Default for Dpop {
 
 impl Dpop {
     /// Proof algorithms (default ES256, ES384, PS256, EdDSA; add RS256 here if clients use it;
-    /// `none` and HMAC are never accepted).
+    /// `none` and HMAC are never accepted). `EdDSA` also admits proofs named `Ed25519`
+    /// (RFC 9864), as panva's `dpop` and `oauth4webapi` sign them.
     pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = Algorithm>) -> Self {
         self.policy = self.policy.algorithms(algorithms);
         self
@@ -77,11 +78,6 @@ impl Dpop {
 
     /// The proof algorithms, space-separated, for challenges and metadata.
     pub(crate) fn algs(&self) -> String {
-        self.policy
-            .allowed_algorithms()
-            .iter()
-            .map(|a| format!("{a:?}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        self.policy.algorithm_names().join(" ")
     }
 }

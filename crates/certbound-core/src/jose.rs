@@ -31,7 +31,7 @@ use crate::Rejection;
 /// for an Ed25519 key; panva's `dpop` and `oauth4webapi` sign proofs with it).
 pub const ED25519_ALG: &str = "Ed25519";
 
-/// A JWS `alg` (a token's or a proof's header, a JWK's `alg`) as the [`Algorithm`] it is
+/// A JWS `alg` (a token's or a proof's header, a JWK's `alg`) as the [`Algorithm`](crate::Algorithm) it is
 /// verified with: the RFC 7518 names exactly (case-sensitive: `none`, `None`, `RS256 ` are
 /// `None`), and `Ed25519` (RFC 9864 §2.2) as `EdDSA` — EdDSA with the Ed25519 curve, the only
 /// EdDSA curve a key can have here ([`VerificationKey`](crate::VerificationKey) refuses Ed448),

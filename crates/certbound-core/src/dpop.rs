@@ -228,10 +228,11 @@ impl DpopPolicy {
         }
         let htu = string("htu")?;
         // The common case — the client wrote the URI exactly as the server sees it — needs no
-        // normalisation (a query or fragment on either side still goes the long way).
+        // normalisation: equal strings normalise equally. Only a URI that normalisation could
+        // refuse (not http(s), a percent sign, a non-graphic byte) still goes the long way.
         let same = htu == request.uri
             && (htu.starts_with("https://") || htu.starts_with("http://"))
-            && !htu.contains(['?', '#', '%', '.']);
+            && htu.bytes().all(|b| b.is_ascii_graphic() && b != b'%' && b != b'@');
         if !same
             && normalize_htu(htu).ok_or(Rejection::DpopUriMismatch)?
                 != normalize_htu(request.uri).ok_or(Rejection::DpopUriMismatch)?

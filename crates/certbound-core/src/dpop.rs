@@ -232,7 +232,9 @@ impl DpopPolicy {
         // refuse (not http(s), a percent sign, a non-graphic byte) still goes the long way.
         let same = htu == request.uri
             && (htu.starts_with("https://") || htu.starts_with("http://"))
-            && htu.bytes().all(|b| b.is_ascii_graphic() && b != b'%' && b != b'@');
+            && htu
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'@');
         if !same
             && normalize_htu(htu).ok_or(Rejection::DpopUriMismatch)?
                 != normalize_htu(request.uri).ok_or(Rejection::DpopUriMismatch)?

@@ -134,6 +134,7 @@ async fn nginx_forwards_the_escaped_pem() {
         r#"
 daemon off;
 worker_processes 1;
+master_process off; # one process: stopping it (SIGKILL on drop) leaves no orphaned worker
 error_log {prefix}/error.log warn;
 pid {prefix}/nginx.pid;
 events {{ worker_connections 64; }}

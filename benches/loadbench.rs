@@ -24,7 +24,7 @@
 //! * `hello_dpop`    — `GET /api/hello` with `Authorization: DPoP <token>` (a token bound to an
 //!   ES256 DPoP key by `cnf.jkt`, verified-token cache warm) and a fresh proof per request,
 //!   against a third server with DPoP on (`Dpop::default()`: in-memory replay store). Proofs are
-//!   made by the client **before** each round (a batch of 1.3 × the previous round's count), so
+//!   made by the client **before** each round (a batch of 2 × the previous round's count), so
 //!   signing them is not in the measured client CPU; a proof made inline when a batch runs out
 //!   is counted and reported
 //! * `hello_dpop_redis` — the same against a fourth server whose replay store is Redis
@@ -546,7 +546,7 @@ async fn run(
         let r = drive(conns, t, Duration::from_secs_f64(opts.secs.min(1.0))).await;
         if let Some(d) = &t.dpop {
             // Enough proofs for a round at the warm-up's rate, with room.
-            d.set_batch((r.requests as f64 / r.secs * opts.secs * 1.3) as usize);
+            d.set_batch((r.requests as f64 / r.secs * opts.secs * 2.0) as usize);
         }
     }
     let mut results: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
@@ -567,7 +567,7 @@ async fn run(
                 return Err(format!("{}: {} failed requests", targets[i].name, r.errors).into());
             }
             if let Some(d) = &targets[i].dpop {
-                d.set_batch((r.requests as f64 * 1.3) as usize);
+                d.set_batch((r.requests as f64 * 2.0) as usize);
             }
             results[i].push(r);
         }

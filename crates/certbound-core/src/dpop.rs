@@ -1,6 +1,7 @@
 //! DPoP proofs (RFC 9449): the checks of §4.3, the RFC 7638 thumbprint that `cnf.jkt` carries,
 //! and the `htu` normalisation — pure functions of the proof, the access token, the request and
-//! `now`.
+//! `now`. (A policy keeps the keys of proof headers that verified, bounded, so a client's later
+//! proofs cost little more than their signature; no verdict depends on it.)
 //!
 //! ```
 //! use certbound_core::{normalize_htu, DpopPolicy, ProofRequest};

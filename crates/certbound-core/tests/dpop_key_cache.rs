@@ -332,3 +332,57 @@ fn every_default_algorithm_hits_the_cache_with_the_same_result() {
         }
     }
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    struct Fx {
+        client: DpopKey,
+        warm: DpopPolicy,
+        cold: DpopPolicy,
+        proof: String,
+    }
+
+    fn fx() -> &'static Fx {
+        static FX: OnceLock<Fx> = OnceLock::new();
+        FX.get_or_init(|| {
+            let client = DpopKey::generate(Algorithm::ES256).unwrap();
+            let warm = DpopPolicy::default();
+            let proof = client.proof("GET", URL, Some(TOKEN), None).unwrap();
+            verify(&warm, &proof).unwrap();
+            Fx {
+                client,
+                warm,
+                cold: DpopPolicy::default().key_cache_capacity(0),
+                proof,
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any one- or two-byte change to a proof whose header is cached gets the verdict it
+        /// gets without the cache, and leaves the client's cached key working.
+        #[test]
+        fn a_mutated_proof_gets_the_uncached_verdict(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0x21u8..0x7f), 1..3)
+        ) {
+            let fx = fx();
+            let mut bytes = fx.proof.clone().into_bytes();
+            for (at, byte) in &edits {
+                let i = at.index(bytes.len());
+                bytes[i] = *byte;
+            }
+            let mutated = String::from_utf8(bytes).unwrap();
+            let hot = verify(&fx.warm, &mutated).map(|p| *p.jkt());
+            let cool = verify(&fx.cold, &mutated).map(|p| *p.jkt());
+            prop_assert_eq!(hot, cool);
+            let fresh = fx.client.proof("GET", URL, Some(TOKEN), None).unwrap();
+            let jkt = *verify(&fx.warm, &fresh).unwrap().jkt();
+            prop_assert_eq!(jkt, fx.client.jkt());
+        }
+    }
+}

@@ -193,7 +193,7 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
                 check_accepted_claims(header, claims_json, &claims, alg);
             }
         }
-        assert_eq!(claims.alg(), alg);
+        assert_eq!(claims.alg(), Some(alg));
         let confirmation = claims.confirmation();
         let binding = confirmation.check(BindingPolicy::Required, Some(&f.presented).into());
         assert_eq!(

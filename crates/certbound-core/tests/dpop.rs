@@ -61,6 +61,7 @@ fn decide_with(verifier: &Verifier, credentials: Credentials<'_>) -> Result<Acce
             let key = fx().keys.get(need.kid(), need.alg()).map(Arc::clone);
             need.resume(key.map_err(Rejection::from))
         }
+        Step::NeedIntrospection(_) => unreachable!("introspection is off"),
     }
 }
 

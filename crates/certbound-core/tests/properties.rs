@@ -55,6 +55,7 @@ fn decide(token: &str) -> Result<VerifiedClaims, Rejection> {
                 .map(std::sync::Arc::clone);
             need.resume(key.map_err(Rejection::from))?
         }
+        Step::NeedIntrospection(_) => unreachable!("introspection is off"),
     };
     Ok(VerifiedClaims::clone(accepted.verified().claims()))
 }

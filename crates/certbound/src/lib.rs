@@ -64,6 +64,7 @@ pub mod dpop;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
+pub mod introspection;
 pub mod layer;
 pub mod metadata;
 pub mod replay;
@@ -83,11 +84,13 @@ pub use certbound_core::{
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use certbound_jwks::RemoteJwks;
+pub use certbound_jwks::{IntrospectionReply, IntrospectionSource};
 pub use certbound_jwks::{KeySource, StaticJwks};
 pub use dpop::Dpop;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::TokenRejection;
+pub use introspection::{IntrospectionCacheConfig, IntrospectionStats};
 pub use layer::{CertBound, CertBoundLayer, ResponseFuture};
 pub use response::{rejection_response, rejection_response_with, RejectionResponse};
 pub use token::{NoCustomClaims, VerifiedToken};
@@ -95,7 +98,10 @@ pub use wiring::WiringError;
 
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
-pub use certbound_jwks::{IssuerMetadata, JwksStats, RemoteJwksBuilder};
+pub use certbound_jwks::{
+    IntrospectionAuth, Introspector, IntrospectorBuilder, IssuerMetadata, JwksStats,
+    RemoteJwksBuilder,
+};
 /// Mutual-TLS server configurations, the listener that attaches [`tls::PeerCertificate`], and
 /// [`tls::serve`] with HTTP timeouts.
 pub use certbound_tls as tls;

@@ -301,9 +301,12 @@ impl IntrospectorBuilder {
         self,
         metadata: Option<&IssuerMetadata>,
     ) -> Result<Introspector, RemoteJwksBuildError> {
-        let auth = self.auth.clone().ok_or(RemoteJwksBuildError::ClientCredentials(
-            "no client authentication for the introspection endpoint".into(),
-        ))?;
+        let auth = self
+            .auth
+            .clone()
+            .ok_or(RemoteJwksBuildError::ClientCredentials(
+                "no client authentication for the introspection endpoint".into(),
+            ))?;
         if self.max_response_size == 0 {
             return Err(RemoteJwksBuildError::InvalidConfig(
                 "the response size limit is zero",

@@ -382,7 +382,8 @@ impl TestIssuer {
             let n = lock(&self.state.opaque).len() as u64;
             bytes[..8].copy_from_slice(&n.to_be_bytes());
         }
-        let token = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
+        let token =
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes);
         lock(&self.state.opaque).insert(token.clone(), claims);
         token
     }
@@ -690,7 +691,10 @@ fn authenticate_client(
         .and_then(|pair| String::from_utf8(pair).ok())
         .and_then(|pair| {
             let (id, secret) = pair.split_once(':')?;
-            Some((percent_decode(id.as_bytes())?, percent_decode(secret.as_bytes())?))
+            Some((
+                percent_decode(id.as_bytes())?,
+                percent_decode(secret.as_bytes())?,
+            ))
         });
     let client_id = match (&basic, form.get("client_id")) {
         (Some((id, _)), _) => id.clone(),

@@ -215,7 +215,7 @@ pub struct CertBoundBuilder {
 enum IntrospectionSpec {
     /// An `Introspector` to build (its endpoint from the main issuer's discovery if unset).
     #[cfg(feature = "remote")]
-    Remote(certbound_jwks::IntrospectorBuilder),
+    Remote(Box<certbound_jwks::IntrospectorBuilder>),
     /// Any source given by the user.
     Source(Arc<dyn certbound_jwks::IntrospectionSource>),
 }
@@ -434,7 +434,7 @@ impl CertBoundBuilder {
     #[cfg(feature = "remote")]
     #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
     pub fn introspection(mut self, introspector: certbound_jwks::IntrospectorBuilder) -> Self {
-        self.introspection = Some(IntrospectionSpec::Remote(introspector));
+        self.introspection = Some(IntrospectionSpec::Remote(Box::new(introspector)));
         self
     }
 
@@ -507,7 +507,7 @@ impl CertBoundBuilder {
             Some(IntrospectionSpec::Source(source)) => Ok(Some(Arc::clone(source))),
             #[cfg(feature = "remote")]
             Some(IntrospectionSpec::Remote(builder)) => {
-                let mut builder = builder.clone().issuer(self.main.issuer.clone());
+                let mut builder = (**builder).clone().issuer(self.main.issuer.clone());
                 if let Some(pem) = &self.jwks_roots_pem {
                     builder = builder.extra_root_certificates_pem(pem);
                 }
@@ -545,7 +545,7 @@ impl CertBoundBuilder {
             Some(IntrospectionSpec::Source(source)) => Some(Arc::clone(source)),
             #[cfg(feature = "remote")]
             Some(IntrospectionSpec::Remote(builder)) => {
-                let mut builder = builder.clone().issuer(self.main.issuer.clone());
+                let mut builder = (**builder).clone().issuer(self.main.issuer.clone());
                 if let Some(pem) = &self.jwks_roots_pem {
                     builder = builder.extra_root_certificates_pem(pem);
                 }

@@ -165,6 +165,15 @@ pub struct ApiConfig {
     /// Implies --dpop.
     #[arg(long, value_name = "redis://HOST:PORT")]
     pub replay_store: Option<String>,
+    /// Opaque tokens by introspection (`--introspect`, `--introspection-url`, …).
+    #[command(flatten)]
+    pub introspection: IntrospectionFlags,
+}
+
+/// Opaque access tokens by RFC 7662 introspection: the flags shared by the protected API,
+/// `certbound serve` and `certbound inspect` (`#[command(flatten)]`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IntrospectionFlags {
     /// Accept opaque access tokens by asking the issuer's introspection endpoint (RFC 7662), as
     /// found by discovery (`introspection_endpoint`). Needs --introspection-client-id and its
     /// credentials. Answers are cached (at most 5 min: a token revoked at the issuer works here
@@ -197,6 +206,62 @@ pub struct ApiConfig {
     /// The private key (PEM) of --introspection-client-cert.
     #[arg(long, value_name = "PEM", requires = "introspection_client_cert")]
     pub introspection_client_key: Option<PathBuf>,
+}
+
+impl IntrospectionFlags {
+    /// Opaque tokens are introspected: `--introspect` or `--introspection-url`.
+    pub fn introspection_on(&self) -> bool {
+        self.introspect || self.introspection_url.is_some()
+    }
+
+    /// `--introspect` / `--introspection-url` with the client credentials: the introspector
+    /// for [`CertBoundBuilder::introspection`] (`None` when introspection is off). The JWKS trust
+    /// anchor (`--jwks-ca`) applies to the endpoint too (the builder adds it).
+    pub fn introspector(&self) -> Result<Option<certbound::IntrospectorBuilder>, ConfigError> {
+        if !self.introspection_on() {
+            if self.introspection_client_id.is_some() {
+                return Err(ConfigError::new(
+                    "--introspection-client-id",
+                    "needs --introspect or --introspection-url",
+                ));
+            }
+            return Ok(None);
+        }
+        let flag = if self.introspect {
+            "--introspect"
+        } else {
+            "--introspection-url"
+        };
+        let client_id = self.introspection_client_id.clone().ok_or_else(|| {
+            ConfigError::new(flag, "needs --introspection-client-id and its credentials")
+        })?;
+        let auth = match (
+            &self.introspection_client_secret,
+            &self.introspection_client_cert,
+            &self.introspection_client_key,
+        ) {
+            (Some(secret), None, None) => {
+                IntrospectionAuth::client_secret_basic(client_id, secret.clone())
+            }
+            (None, Some(cert), Some(key)) => IntrospectionAuth::tls_client_auth(
+                client_id,
+                read_file("--introspection-client-cert", cert, std::fs::read)?,
+                read_file("--introspection-client-key", key, std::fs::read)?,
+            ),
+            _ => {
+                return Err(ConfigError::new(
+                    "--introspection-client-id",
+                    "needs --introspection-client-secret (client_secret_basic) or \
+                     --introspection-client-cert with --introspection-client-key (tls_client_auth)",
+                ))
+            }
+        };
+        let mut introspector = Introspector::builder().auth(auth);
+        if let Some(url) = &self.introspection_url {
+            introspector = introspector.endpoint(url.clone());
+        }
+        Ok(Some(introspector))
+    }
 }
 
 /// The DPoP settings and a line saying what is on (for the start-up banner).
@@ -275,56 +340,12 @@ impl ApiConfig {
 
     /// Opaque tokens are introspected: `--introspect` or `--introspection-url`.
     pub fn introspection_on(&self) -> bool {
-        self.introspect || self.introspection_url.is_some()
+        self.introspection.introspection_on()
     }
 
-    /// `--introspect` / `--introspection-url` with the client credentials: the introspector
-    /// for [`CertBoundBuilder::introspection`] (`None` when introspection is off). The JWKS trust
-    /// anchor (`--jwks-ca`) applies to the endpoint too (the builder adds it).
+    /// See [`IntrospectionFlags::introspector`].
     pub fn introspection(&self) -> Result<Option<certbound::IntrospectorBuilder>, ConfigError> {
-        if !self.introspection_on() {
-            if self.introspection_client_id.is_some() {
-                return Err(ConfigError::new(
-                    "--introspection-client-id",
-                    "needs --introspect or --introspection-url",
-                ));
-            }
-            return Ok(None);
-        }
-        let flag = if self.introspect {
-            "--introspect"
-        } else {
-            "--introspection-url"
-        };
-        let client_id = self.introspection_client_id.clone().ok_or_else(|| {
-            ConfigError::new(flag, "needs --introspection-client-id and its credentials")
-        })?;
-        let auth = match (
-            &self.introspection_client_secret,
-            &self.introspection_client_cert,
-            &self.introspection_client_key,
-        ) {
-            (Some(secret), None, None) => {
-                IntrospectionAuth::client_secret_basic(client_id, secret.clone())
-            }
-            (None, Some(cert), Some(key)) => IntrospectionAuth::tls_client_auth(
-                client_id,
-                read_file("--introspection-client-cert", cert, std::fs::read)?,
-                read_file("--introspection-client-key", key, std::fs::read)?,
-            ),
-            _ => {
-                return Err(ConfigError::new(
-                    "--introspection-client-id",
-                    "needs --introspection-client-secret (client_secret_basic) or \
-                     --introspection-client-cert with --introspection-client-key (tls_client_auth)",
-                ))
-            }
-        };
-        let mut introspector = Introspector::builder().auth(auth);
-        if let Some(url) = &self.introspection_url {
-            introspector = introspector.endpoint(url.clone());
-        }
-        Ok(Some(introspector))
+        self.introspection.introspector()
     }
 
     /// `--client-cert-header` + `--trusted-proxy` + `--xfcc-hops`: where the client certificate

@@ -524,3 +524,99 @@ async fn a_dpop_bound_opaque_token_needs_a_proof_with_its_key() {
         .contains("must be sent with the DPoP scheme"));
     assert_eq!(t.issuer.introspection_calls(), 1);
 }
+
+/// The example API as an operator runs it against a real issuer: `--issuer … --introspect` with
+/// `--introspection-client-id` and a secret (client_secret_basic), and `--introspection-url`
+/// with `--introspection-client-cert`/`--introspection-client-key` (tls_client_auth).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_flags_introspect_with_a_secret_or_a_certificate() {
+    let signer = SigningKey::generate("k1", Algorithm::ES256).unwrap();
+    let issuer = TestIssuer::start(&[&signer]).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("certbound-introspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pki = certbound_dev::DevPki::generate(&dir).unwrap();
+    pki.save().unwrap();
+    let rs = certbound_dev::pki::self_signed_client("api", certbound_dev::KeyKind::EcP256).unwrap();
+    let path = |name: &str, contents: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p.display().to_string()
+    };
+    let ca = path("issuer-ca.pem", issuer.ca_pem());
+    let (rs_cert, rs_key) = (path("rs.pem", &rs.cert_pem), path("rs.key", &rs.key_pem));
+    issuer
+        .register_introspection_client("api-basic", ClientAuthMethod::SecretBasic("s3cret".into()));
+    issuer.register_introspection_client(
+        "api-mtls",
+        ClientAuthMethod::TlsClientAuth(thumbprint(&rs)),
+    );
+    let now = unix_now();
+    let token = issuer.issue_opaque(json!({
+        "iss": issuer.issuer_url(), "aud": AUDIENCE, "sub": "alice", "exp": now + 600,
+        "cnf": {"x5t#S256": thumbprint(&pki.client_a).to_string()},
+    }));
+    let endpoint = issuer.introspection_endpoint().to_owned();
+    let dev_dir = dir.display().to_string();
+    let variants: [Vec<&str>; 2] = [
+        vec![
+            "--introspect",
+            "--introspection-client-id",
+            "api-basic",
+            "--introspection-client-secret",
+            "s3cret",
+        ],
+        vec![
+            "--introspection-url",
+            &endpoint,
+            "--introspection-client-id",
+            "api-mtls",
+            "--introspection-client-cert",
+            &rs_cert,
+            "--introspection-client-key",
+            &rs_key,
+        ],
+    ];
+    for (i, flags) in variants.iter().enumerate() {
+        let port = common::process::free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec![
+            "--listen",
+            &listen,
+            "--dev-dir",
+            &dev_dir,
+            "--issuer",
+            issuer.issuer_url(),
+            "--audience",
+            AUDIENCE,
+            "--jwks-ca",
+            &ca,
+        ];
+        args.extend(flags.iter().copied());
+        let (_running, lines) = tokio::task::spawn_blocking({
+            let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+            move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                common::process::start_example(&args, |l| l.starts_with("listening on"))
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            lines.last().is_some_and(|l| l.starts_with("listening on")),
+            "{lines:?}"
+        );
+        let client = common::support::https_client(&pki.ca.cert_pem, Some(&pki.client_a)).unwrap();
+        let url = format!("https://localhost:{port}/api/hello");
+        for _ in 0..3 {
+            let res = client.get(&url).bearer_auth(&token).send().await.unwrap();
+            assert_eq!(res.status().as_u16(), 200, "{flags:?}");
+        }
+        let other = common::support::https_client(&pki.ca.cert_pem, Some(&pki.client_b)).unwrap();
+        let res = other.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 401, "{flags:?}");
+        // One call per run: the cache answers the rest.
+        assert_eq!(issuer.introspection_calls(), i + 1, "{flags:?}");
+        assert_eq!(issuer.introspection_refusals(), 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

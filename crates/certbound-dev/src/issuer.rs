@@ -767,7 +767,26 @@ async fn introspect(
     state.introspection_calls.fetch_add(1, Ordering::SeqCst);
     let mode = lock(&state.introspection_failure).clone();
     match mode {
-        FailureMode::Normal | FailureMode::Oversized(_) => {}
+        FailureMode::Normal => {}
+        FailureMode::Oversized(total) => {
+            const CHUNK: usize = 16 * 1024;
+            let chunks = (0..total)
+                .step_by(CHUNK)
+                .map(move |at| vec![b' '; CHUNK.min(total - at)]);
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(
+                chunks.map(Ok::<_, Infallible>),
+            ));
+            return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+        FailureMode::Status(400) => {
+            // What an issuer answers for credentials it does not know, when it uses 400.
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"error":"invalid_client"}"#,
+            )
+                .into_response();
+        }
         FailureMode::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return (status, "test issuer failure").into_response();

@@ -1,24 +1,4 @@
-//! [`Introspector`]: an issuer's token introspection endpoint (RFC 7662) over HTTPS, with this
-//! resource server's client authentication. It only transports: the response is judged by
-//! certbound-core ([`Verifier::check_introspection_response`](certbound_core::Verifier::check_introspection_response)).
-//!
-//! ```no_run
-//! # async fn run() -> Result<(), certbound_jwks::RemoteJwksBuildError> {
-//! use certbound_jwks::{IntrospectionAuth, IntrospectionSource, Introspector};
-//!
-//! let introspector = Introspector::builder()
-//!     .issuer("https://auth.example.com")               // discovery → introspection_endpoint
-//!     .auth(IntrospectionAuth::client_secret_basic("api", "s3cret"))
-//!     .build()
-//!     .await?;
-//! let reply = introspector.introspect("2YotnFZFEjr1zCsicMWpAA").await;
-//! assert!(reply.is_ok() || reply.is_err());
-//! # Ok(()) }
-//! ```
-//!
-//! Failures are typed for the layer: unreachable, a timeout, a 5xx or any other unexpected
-//! status is [`IntrospectionFailure::Unavailable`]; 401/403 (or `400 invalid_client`) is
-//! [`IntrospectionFailure::CredentialsRefused`]. Each failure is logged at most once a second.
+//! The client of an issuer's token introspection endpoint: see [`Introspector`].
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -383,7 +363,32 @@ impl IntrospectorBuilder {
     }
 }
 
-/// An issuer's introspection endpoint; see the [module docs](self). Cheap to clone.
+/// An issuer's token introspection endpoint (RFC 7662) over HTTPS, with this
+/// resource server's client authentication. It only transports: the response is judged by
+/// certbound-core ([`Verifier::check_introspection_response`](certbound_core::Verifier::check_introspection_response)).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), certbound_jwks::RemoteJwksBuildError> {
+/// use certbound_jwks::{IntrospectionAuth, IntrospectionSource, Introspector};
+///
+/// let introspector = Introspector::builder()
+///     .issuer("https://auth.example.com")               // discovery → introspection_endpoint
+///     .auth(IntrospectionAuth::client_secret_basic("api", "s3cret"))
+///     .build()
+///     .await?;
+/// match introspector.introspect("2YotnFZFEjr1zCsicMWpAA").await {
+///     Ok(reply) => println!("{} bytes of {:?}", reply.body.len(), reply.content_type),
+///     // Unavailable or CredentialsRefused: the layer answers 503 + Retry-After.
+///     Err(failure) => eprintln!("{failure}"),
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// Failures are typed for the layer: unreachable, a timeout, a 5xx or any other unexpected
+/// status is [`IntrospectionFailure::Unavailable`]; 401/403 (or `400 invalid_client`) is
+/// [`IntrospectionFailure::CredentialsRefused`]. Each failure is logged at most once a second.
+///
+/// Cheap to clone: clones share one HTTP client (and its kept-alive connections).
 #[derive(Clone)]
 pub struct Introspector {
     inner: Arc<Inner>,

@@ -43,7 +43,7 @@
 //! | feature  | default | what it adds |
 //! |----------|---------|--------------|
 //! | `axum`   | on      | axum extractors for [`VerifiedToken`], `IntoResponse` for [`RejectionResponse`], and `ConnectInfo<PeerCertificate>` / `ConnectInfo<SocketAddr>` as sources of the client certificate and peer address. |
-//! | `remote` | on      | keys over the network: [`.issuer(url)`](CertBoundBuilder::issuer) discovery, `.jwks_uri(url)` and `RemoteJwks` (certbound-jwks' `remote` feature: reqwest + rustls, cached, rotated, stale-if-error). Without it no HTTP client is compiled; every issuer needs a [`.key_source(..)`](CertBoundBuilder::key_source), and an issuer left to discovery fails the build with [`LayerBuildError::RemoteDisabled`]. |
+//! | `remote` | on      | keys over the network: [`.issuer(url)`](CertBoundBuilder::issuer) discovery, `.jwks_uri(url)` and `RemoteJwks` (certbound-jwks' `remote` feature: reqwest + rustls, cached, rotated, stale-if-error), and opaque tokens by introspection with an `Introspector` ([`.introspection(..)`](CertBoundBuilder::introspection); without the feature, [`.introspection_source(..)`](CertBoundBuilder::introspection_source) takes any `IntrospectionSource`). Without it no HTTP client is compiled; every issuer needs a [`.key_source(..)`](CertBoundBuilder::key_source), and an issuer left to discovery fails the build with [`LayerBuildError::RemoteDisabled`]. |
 //! | `tonic`  | off     | the client certificate from tonic's own `transport::Server` TLS (`ServerTlsConfig`): the layer reads tonic's `TlsConnectInfo<TcpConnectInfo>` request extension (and `TcpConnectInfo` for the peer address behind a proxy). |
 //!
 //! A server with static keys and no axum:

@@ -1716,12 +1716,9 @@ fn serve_child(
             "loadbench",
             ClientAuthMethod::SecretBasic("loadbench-secret".into()),
         );
-        builder = builder.introspection(
-            certbound::Introspector::builder().auth(certbound::IntrospectionAuth::client_secret_basic(
-                "loadbench",
-                "loadbench-secret",
-            )),
-        );
+        builder = builder.introspection(certbound::Introspector::builder().auth(
+            certbound::IntrospectionAuth::client_secret_basic("loadbench", "loadbench-secret"),
+        ));
         let auth = builder.build().await?;
         // The twin's token: client A's, with the claims the benchmark's token has.
         let thumbprint = *ClientCertificate::from_der(pki.client_a.cert_der.to_vec()).thumbprint();

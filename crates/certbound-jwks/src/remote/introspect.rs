@@ -497,9 +497,24 @@ impl Introspector {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                 Err(IntrospectionFailure::CredentialsRefused)
             }
-            StatusCode::BAD_REQUEST if is_invalid_client(&posted.body) => {
-                Err(IntrospectionFailure::CredentialsRefused)
-            }
+            StatusCode::BAD_REQUEST => match oauth_error(&posted.body).as_deref() {
+                Some("invalid_client") => Err(IntrospectionFailure::CredentialsRefused),
+                Some("unsupported_token_type") => {
+                    self.warn(
+                        "400 unsupported_token_type: the endpoint does not introspect this kind of \
+                         token — some issuers (node oidc-provider) refuse JWTs, so introspect_all \
+                         cannot be used with them",
+                    );
+                    Err(IntrospectionFailure::Unavailable)
+                }
+                other => {
+                    self.warn(&format!(
+                        "HTTP status 400 ({})",
+                        other.unwrap_or("no OAuth error")
+                    ));
+                    Err(IntrospectionFailure::Unavailable)
+                }
+            },
             status => {
                 self.warn(&format!("HTTP status {}", status.as_u16()));
                 Err(IntrospectionFailure::Unavailable)
@@ -545,15 +560,15 @@ impl Introspector {
     }
 }
 
-fn is_invalid_client(body: &[u8]) -> bool {
-    certbound_core::__private::parse_object(body)
-        .ok()
-        .and_then(|doc| {
-            doc.get("error")
-                .and_then(serde_json::Value::as_str)
-                .map(|e| e == "invalid_client")
-        })
-        .unwrap_or(false)
+/// The `error` of an OAuth error response (RFC 6749 §5.2), if the body is one.
+fn oauth_error(body: &[u8]) -> Option<String> {
+    let doc = certbound_core::__private::parse_object(body).ok()?;
+    let error = doc.get("error")?.as_str()?;
+    // Only the characters RFC 6749 allows, so the log line stays what it is.
+    error
+        .bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+        .then(|| error.chars().take(64).collect())
 }
 
 impl IntrospectionSource for Introspector {

@@ -620,3 +620,34 @@ async fn the_example_flags_introspect_with_a_secret_or_a_certificate() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_cache_is_bounded_in_entries_and_bytes() {
+    let t = OpaqueApi::start(
+        ClientAuthMethod::SecretBasic(SECRET.into()),
+        IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET),
+        |b, _| {
+            b.introspection_cache(certbound::IntrospectionCacheConfig {
+                max_entries: 4,
+                max_bytes: 64 * 1024,
+                ..Default::default()
+            })
+        },
+    )
+    .await;
+    let a = &t.api.pki.client_a;
+    for i in 0..40 {
+        let token = t.opaque_for(a);
+        assert_eq!(t.hello(Some(a), &token).await.status, 200, "token {i}");
+        let stats = t.layer.introspection_stats().unwrap();
+        assert!(stats.entries <= 4, "{stats:?}");
+        assert!(stats.bytes <= 64 * 1024, "{stats:?}");
+    }
+    // Garbage fills the same bounded cache (negative entries).
+    for i in 0..40 {
+        let answer = t.hello(Some(a), &format!("garbage-{i}")).await;
+        answer.assert_invalid_token(Rejection::InactiveToken);
+        assert!(t.layer.introspection_stats().unwrap().entries <= 4);
+    }
+    assert_eq!(t.issuer.introspection_calls(), 80);
+}

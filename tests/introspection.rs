@@ -651,3 +651,35 @@ async fn the_cache_is_bounded_in_entries_and_bytes() {
     }
     assert_eq!(t.issuer.introspection_calls(), 80);
 }
+
+/// `.introspect_all()`: a valid, correctly signed JWT is introspected too, so its revocation at
+/// the issuer is seen (after the cache entry ends) although its signature still verifies.
+#[tokio::test]
+async fn introspect_all_sees_a_revoked_jwt() {
+    let t = OpaqueApi::start(
+        ClientAuthMethod::SecretBasic(SECRET.into()),
+        IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET),
+        |b, _| b.introspect_all(),
+    )
+    .await;
+    let a = &t.api.pki.client_a;
+    let claims = t.claims(json!({"cnf": {"x5t#S256": thumbprint(a).to_string()}}));
+    let jwt = t.api.signer.sign(&claims).unwrap();
+    t.issuer.register_token(&jwt, claims);
+    let ok = t.hello(Some(a), &jwt).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        t.issuer.introspection_calls(),
+        1,
+        "a JWT is introspected too"
+    );
+    t.hello(Some(&t.api.pki.client_b), &jwt)
+        .await
+        .assert_invalid_token(Rejection::BindingMismatch);
+    t.issuer.revoke(&jwt);
+    t.advance(301);
+    t.hello(Some(a), &jwt)
+        .await
+        .assert_invalid_token(Rejection::InactiveToken);
+    assert_eq!(t.issuer.introspection_calls(), 2);
+}

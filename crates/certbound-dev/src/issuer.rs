@@ -388,7 +388,13 @@ impl TestIssuer {
         token
     }
 
-    /// Revokes an opaque token: the endpoint answers `{"active": false}` for it from now on.
+    /// Registers any `token` (a JWT too, for `introspect_all`) with `claims`, as
+    /// [`issue_opaque`](Self::issue_opaque) does for a random one.
+    pub fn register_token(&self, token: &str, claims: Value) {
+        lock(&self.state.opaque).insert(token.to_owned(), claims);
+    }
+
+    /// Revokes a token: the endpoint answers `{"active": false}` for it from now on.
     pub fn revoke(&self, token: &str) {
         lock(&self.state.opaque).remove(token);
     }

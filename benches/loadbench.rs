@@ -18,6 +18,9 @@
 //!   the same request (token header included), but no certbound layer: the baseline for
 //!   "what certbound costs"
 //! * `hello_cached`  — `GET /api/hello`, certificate-bound token, verified-token cache warm
+//! * `hello_opaque`  — `GET /api/hello` on the same server with an **opaque** token bound to the
+//!   same certificate (issue 13): introspected once at the dev issuer (RFC 7662), then answered
+//!   from the introspection cache
 //! * `hello_nocache` — the same against a second server built with `no_token_cache()`
 //! * `jwt_authorizer`, `tower_oauth2` — the same bearer token and JWKS through
 //!   jwt-authorizer 0.15 (axum 0.7) and tower-oauth2-resource-server 0.12 (no binding check)
@@ -71,7 +74,7 @@ use certbound::tls::{server_config, ClientAuth, PeerCertificate, TlsListener};
 use certbound::{CertBound, CertBoundLayer, Dpop, StaticJwks, TokenCacheConfig, VerifiedToken};
 use certbound_core::{Algorithm, ClientCertificate, Thumbprint};
 use certbound_dev::dpop::{dpop_bound_claims, DpopKey};
-use certbound_dev::issuer::TestIssuer;
+use certbound_dev::issuer::{ClientAuthMethod, TestIssuer};
 use certbound_dev::{bound_claims, jwks_document, DevPki, SigningKey};
 use clap::Parser;
 use http::{header, HeaderValue, Request, StatusCode};
@@ -275,6 +278,14 @@ fn main() -> Result<(), Error> {
             addr(&cached, "api"),
             "/api/hello",
             Some(&token_b),
+            cached.pid(),
+        ),
+        Target::new(
+            "hello_opaque",
+            "(b') /api/hello, opaque bound token, introspection cache warm",
+            addr(&cached, "api"),
+            "/api/hello",
+            cached.opaque.as_deref(),
             cached.pid(),
         ),
         Target::new(
@@ -805,6 +816,8 @@ fn report(targets: &[Target], s: &[Summary]) -> String {
     md += "\n| ratio | req/s, median of per-round ratios | per round (min–max) | server CPU/req, inverse ratio | target |\n|---|---:|---:|---:|---|\n";
     for (a, b, target) in [
         ("hello_cached", "open_twin", Some(0.9)),
+        ("hello_opaque", "hello_cached", Some(0.95)),
+        ("hello_opaque", "open_twin", None),
         ("hello_nocache", "open_twin", None),
         ("open_twin", "health", None),
         ("health_token", "health", None),
@@ -1534,6 +1547,8 @@ struct Server {
     _stdin: Option<ChildStdin>,
     addrs: Vec<(String, SocketAddr)>,
     issuer: Option<String>,
+    /// An opaque token bound to client A, registered at this server's dev issuer.
+    opaque: Option<String>,
 }
 
 impl Server {
@@ -1566,7 +1581,10 @@ impl Server {
             if line.starts_with("issuer (dev") {
                 s.issuer = line.split_whitespace().last().map(str::to_owned);
             }
-            (!s.addrs.is_empty() && s.issuer.is_some()).then_some(())
+            if let Some(token) = line.strip_prefix("opaque token ") {
+                s.opaque = Some(token.trim().to_owned());
+            }
+            (!s.addrs.is_empty() && s.issuer.is_some() && s.opaque.is_some()).then_some(())
         })
     }
 
@@ -1611,6 +1629,7 @@ impl Server {
             _stdin: stdin,
             addrs: Vec::new(),
             issuer: None,
+            opaque: None,
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -1746,9 +1765,19 @@ fn serve_child(
             }
             builder = builder.dpop(config);
         }
+        // Opaque tokens (issue 13): introspected at the dev issuer, then from the cache.
+        issuer.register_introspection_client(
+            "loadbench",
+            ClientAuthMethod::SecretBasic("loadbench-secret".into()),
+        );
+        builder = builder.introspection(certbound::Introspector::builder().auth(
+            certbound::IntrospectionAuth::client_secret_basic("loadbench", "loadbench-secret"),
+        ));
         let auth = builder.build().await?;
         // The twin's token: client A's, with the claims the benchmark's token has.
         let thumbprint = *ClientCertificate::from_der(pki.client_a.cert_der.to_vec()).thumbprint();
+        // An opaque token with the same claims (the same binding), for `hello_opaque`.
+        let opaque = issuer.issue_opaque(bound_claims(issuer.issuer_url(), AUDIENCE, &thumbprint));
         let token = signer.sign(&bound_claims(issuer.issuer_url(), AUDIENCE, &thumbprint))?;
         let open_token = auth.verify(&token, Some(thumbprint)).await?;
         let tls = server_config(
@@ -1759,6 +1788,7 @@ fn serve_child(
         let listener = TlsListener::bind("127.0.0.1:0", tls).await?;
         println!("listening on https://{}", listener.local_addr());
         println!("issuer (dev) {}", issuer.issuer_url());
+        println!("opaque token {opaque}");
         std::io::stdout().flush()?;
         let app = app(auth, open_token).into_make_service_with_connect_info::<PeerCertificate>();
         axum::serve(listener, app).await?;

@@ -25,6 +25,16 @@
 //!     --replay-store redis://127.0.0.1:6379 --dpop-nonce-key nonce-keys.txt
 //! ```
 //!
+//! Opaque access tokens (RFC 7662 introspection; shown in dev mode with a dev client secret),
+//! the endpoint discovered or given, this API authenticating with a secret or its own
+//! certificate:
+//!
+//! ```text
+//! cargo run --example protected_api -- … --introspect [--introspection-url URL] \
+//!     --introspection-client-id api (--introspection-client-secret S |
+//!       --introspection-client-cert api.pem --introspection-client-key api.key)
+//! ```
+//!
 //! Behind a TLS-terminating proxy (see docs/deploying-behind-a-proxy.md):
 //!
 //! ```text
@@ -38,11 +48,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use certbound::tls::{PlainListener, TlsListener};
-use certbound::CertBoundBuilder;
+use certbound::{CertBoundBuilder, IntrospectionAuth, Introspector};
 use certbound_cli::config::ApiConfig;
 use certbound_core::{Algorithm, ClientCertificate};
 use certbound_dev::dpop::{dpop_bound_claims, DpopKey};
-use certbound_dev::issuer::TestIssuer;
+use certbound_dev::issuer::{ClientAuthMethod, TestIssuer};
 use certbound_dev::{bound_claims, DevPki, SigningKey};
 use clap::Parser;
 
@@ -202,6 +212,9 @@ async fn run(args: Args) -> Result<(), Fatal> {
         if dpop_summary.is_some() {
             print_dpop_walkthrough(api, pki, issuer.issuer_url(), signer, addr.port())?;
         }
+        if !api.introspection_on() {
+            print_opaque_walkthrough(pki, issuer, &audience(api), addr.port())?;
+        }
         println!("\nCtrl-C stops the server.");
     }
     // The client certificate on every request; header-read (10 s) and idle (60 s) timeouts.
@@ -237,10 +250,24 @@ async fn token_validation(
         .ok_or_else(|| Fatal("the dev issuer needs the dev directory".into()))?;
     let signer = dev_signing_key(dev_dir)?;
     let issuer = context(TestIssuer::start(&[&signer]).await, "dev issuer")?;
-    let builder = builder
+    let mut builder = builder
         .issuer(issuer.issuer_url())
         .audience(audience(api))
         .jwks_root_certificates_pem(issuer.ca_pem().as_bytes().to_vec());
+    // Dev mode shows opaque tokens too: the dev issuer introspects them for this API, which
+    // authenticates with a dev client secret (unless the introspection flags say otherwise).
+    if !api.introspection_on() {
+        issuer.register_introspection_client(
+            DEV_INTROSPECTION_CLIENT,
+            ClientAuthMethod::SecretBasic(DEV_INTROSPECTION_SECRET.into()),
+        );
+        builder = builder.introspection(Introspector::builder().auth(
+            IntrospectionAuth::client_secret_basic(
+                DEV_INTROSPECTION_CLIENT,
+                DEV_INTROSPECTION_SECRET,
+            ),
+        ));
+    }
     Ok((builder, Some((issuer, signer))))
 }
 
@@ -306,6 +333,41 @@ fn print_walkthrough(
          # 4. no token → 401, no error code\n\
          curl -sS -i --cacert {d}/ca.pem --cert {d}/client-a.pem --key {d}/client-a.key {url}",
         client_a.thumbprint()
+    );
+    Ok(())
+}
+
+/// The client id and secret this API uses at the dev issuer's introspection endpoint.
+const DEV_INTROSPECTION_CLIENT: &str = "certbound-example";
+const DEV_INTROSPECTION_SECRET: &str = "dev-introspection-secret";
+
+/// An opaque token bound to client A (registered at the dev issuer, which answers for it when
+/// this API introspects it), and the curl lines that use it.
+fn print_opaque_walkthrough(
+    pki: &DevPki,
+    issuer: &TestIssuer,
+    audience: &str,
+    port: u16,
+) -> Result<(), Fatal> {
+    let client_a = ClientCertificate::from_der(pki.client_a.cert_der.to_vec());
+    let now = certbound_dev::unix_now();
+    let token = issuer.issue_opaque(serde_json::json!({
+        "iss": issuer.issuer_url(), "aud": audience, "sub": "client-a", "client_id": "client-a",
+        "scope": "read", "token_type": "Bearer", "iat": now, "exp": now + 3600,
+        "cnf": {"x5t#S256": client_a.thumbprint().to_string()},
+    }));
+    let path = pki.dir.join("token-a.opaque");
+    context(certbound_dev::write_private(&path, &token), path.display())?;
+    let d = pki.dir.display();
+    let url = format!("https://localhost:{port}/api/hello");
+    let bearer = format!("-H \"Authorization: Bearer $(cat {d}/token-a.opaque)\"");
+    println!(
+        "\nOpaque token bound to client A (introspected at {}, cached):\n\n\
+         # 5. client A, opaque token → 200 (one introspection call, then the cache)\n\
+         curl -sS -i --cacert {d}/ca.pem --cert {d}/client-a.pem --key {d}/client-a.key {bearer} {url}\n\n\
+         # 6. client B's certificate with it → 401 invalid_token (binding_mismatch, from the response's cnf)\n\
+         curl -sS -i --cacert {d}/ca.pem --cert {d}/client-b.pem --key {d}/client-b.key {bearer} {url}",
+        issuer.introspection_endpoint()
     );
     Ok(())
 }

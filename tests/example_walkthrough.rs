@@ -102,8 +102,18 @@ fn printed_curl_commands_behave_as_printed() {
         .filter(|w| w[0].starts_with("# ") && w[1].starts_with("curl "))
         .map(|w| (w[0].clone(), w[1].clone()))
         .collect();
-    // Four mTLS commands, then — dev mode accepts DPoP too — three DPoP ones.
-    assert_eq!(commands.len(), 7, "printed:\n{}", lines.join("\n"));
+    // Four mTLS commands, then — dev mode accepts DPoP too — three DPoP ones, then two with an
+    // opaque token (introspected at the dev issuer).
+    assert_eq!(commands.len(), 9, "printed:\n{}", lines.join("\n"));
+    assert_eq!(
+        commands
+            .iter()
+            .filter(|(_, c)| c.contains("token-a.opaque"))
+            .count(),
+        2,
+        "printed:\n{}",
+        lines.join("\n")
+    );
     assert_eq!(
         commands
             .iter()

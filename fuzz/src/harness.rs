@@ -193,7 +193,7 @@ fn check_token(s: &str, signed_here: Option<(&[u8], &[u8])>) {
                 check_accepted_claims(header, claims_json, &claims, alg);
             }
         }
-        assert_eq!(claims.alg(), alg);
+        assert_eq!(claims.alg(), Some(alg));
         let confirmation = claims.confirmation();
         let binding = confirmation.check(BindingPolicy::Required, Some(&f.presented).into());
         assert_eq!(
@@ -602,5 +602,114 @@ pub fn dpop_accepted(data: &[u8]) -> bool {
             .and_then(Value::as_str)
             .unwrap_or_default()
     );
+    true
+}
+
+/// Target `introspection`: `Verifier::check_introspection_response` → (signed:
+/// `SignedIntrospection::verify` with the fixed HMAC key) → `NeedIntrospection::resume` (fixed
+/// clock, the fixed client certificate presented).
+///
+/// The first byte picks the shape, the rest is the input:
+/// - `b'j'`: the rest is a JSON body (`application/json`);
+/// - `b's'`: the rest is the *claims* of an RFC 9701 response, signed here with the HMAC key
+///   (`typ` `token-introspection+jwt`), so the fuzzer reaches the signed-response rules;
+/// - anything else: the rest as an `application/token-introspection+jwt` body (a forgery: it
+///   must never be accepted).
+///
+/// Whatever is accepted must, re-read with plain serde_json, be an object whose `active` is
+/// `true`, whose `iss` (when present) is the issuer, whose `aud` (when present) contains the
+/// audience, and whose `cnf."x5t#S256"` is the presented certificate (or absent, and then the
+/// binding policy is `IfBound`).
+pub fn introspection(data: &[u8]) {
+    introspection_accepted(data);
+}
+
+/// [`introspection`], saying whether the response was accepted (for the seeds' replay test).
+pub fn introspection_accepted(data: &[u8]) -> bool {
+    use certbound_core::{Credentials, IntrospectionPolicy, IntrospectionResponse, Step, Verifier};
+    let Some((&mode, rest)) = data.split_first() else {
+        return false;
+    };
+    let policy = TokenPolicy::new(ISSUER, AUDIENCE)
+        .algorithms(DEFAULT_ALGORITHMS.iter().copied().chain([Algorithm::HS256]));
+    let verifier = Verifier::new(vec![policy], BindingPolicy::IfBound)
+        .expect("one issuer")
+        .introspection(IntrospectionPolicy::default());
+    let presented = Thumbprint::of_der(CLIENT_DER);
+    let (content_type, body, response): (&str, Vec<u8>, Option<Value>) = match mode {
+        b'j' => (
+            "application/json",
+            rest.to_vec(),
+            serde_json::from_slice(rest).ok(),
+        ),
+        b's' => {
+            let jwt = sign_hs256(
+                br#"{"alg":"HS256","kid":"hs","typ":"token-introspection+jwt"}"#,
+                rest,
+            );
+            let claims: Option<Value> = serde_json::from_slice(rest).ok();
+            let inner = claims.as_ref().and_then(|c| {
+                (c.get("iss").and_then(Value::as_str) == Some(ISSUER))
+                    .then(|| c.get("token_introspection").cloned())
+                    .flatten()
+            });
+            (
+                "application/token-introspection+jwt",
+                jwt.into_bytes(),
+                inner,
+            )
+        }
+        _ => ("application/token-introspection+jwt", rest.to_vec(), None),
+    };
+    let Step::NeedIntrospection(need) = verifier.verify(
+        Credentials::bearer("opaque-fuzz-token"),
+        Some(presented),
+        NOW,
+    ) else {
+        panic!("an opaque token goes to introspection");
+    };
+    let checked = match need.check_response(Some(content_type), &body) {
+        Ok(IntrospectionResponse::Checked(introspected)) => Ok(introspected),
+        Ok(IntrospectionResponse::Signed(signed)) => {
+            let key = std::sync::Arc::new(VerificationKey::from_shared_secret(
+                Some("hs".into()),
+                HMAC_SECRET,
+            ));
+            signed.verify(&verifier, Ok(key))
+        }
+        Err(rejection) => Err(rejection),
+    };
+    let Ok(accepted) = need.resume(checked) else {
+        return false;
+    };
+    let response = response.expect("an accepted response is JSON the harness could read");
+    assert_eq!(
+        response.get("active"),
+        Some(&Value::Bool(true)),
+        "{response}"
+    );
+    if let Some(iss) = response.get("iss") {
+        assert_eq!(iss.as_str(), Some(ISSUER), "{response}");
+    }
+    match response.get("aud") {
+        None => {}
+        Some(Value::String(aud)) => assert_eq!(aud, AUDIENCE, "{response}"),
+        Some(Value::Array(auds)) => assert!(
+            auds.iter().any(|a| a.as_str() == Some(AUDIENCE)),
+            "{response}"
+        ),
+        Some(other) => panic!("aud {other} accepted"),
+    }
+    let bound = response.get("cnf").and_then(|cnf| cnf.get("x5t#S256"));
+    match bound {
+        Some(x5t) => assert_eq!(x5t.as_str(), Some(presented.to_string().as_str())),
+        None => assert!(accepted
+            .verified()
+            .claims()
+            .confirmation()
+            .certificate()
+            .is_none()),
+    }
+    assert!(accepted.verified().claims().is_introspected());
     true
 }

@@ -37,7 +37,7 @@ use certbound::tls::{
 };
 use certbound::{
     BindingPolicy, CertBound, CertBoundBuilder, Dpop, ForwardedCertificates, ForwardedFormat,
-    IpCidr, NonceKeys, StaticJwks,
+    IntrospectionAuth, Introspector, IpCidr, NonceKeys, StaticJwks,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -165,6 +165,103 @@ pub struct ApiConfig {
     /// Implies --dpop.
     #[arg(long, value_name = "redis://HOST:PORT")]
     pub replay_store: Option<String>,
+    /// Opaque tokens by introspection (`--introspect`, `--introspection-url`, …).
+    #[command(flatten)]
+    pub introspection: IntrospectionFlags,
+}
+
+/// Opaque access tokens by RFC 7662 introspection: the flags shared by the protected API,
+/// `certbound serve` and `certbound inspect` (`#[command(flatten)]`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct IntrospectionFlags {
+    /// Accept opaque access tokens by asking the issuer's introspection endpoint (RFC 7662), as
+    /// found by discovery (`introspection_endpoint`). Needs --introspection-client-id and its
+    /// credentials. Answers are cached (at most 5 min: a token revoked at the issuer works here
+    /// until then).
+    #[arg(long)]
+    pub introspect: bool,
+    /// Accept opaque access tokens by asking this introspection endpoint (RFC 7662) instead of
+    /// the discovered one. Implies --introspect.
+    #[arg(long, value_name = "URL")]
+    pub introspection_url: Option<String>,
+    /// This API's client id at the issuer, for the introspection endpoint.
+    #[arg(long, value_name = "ID")]
+    pub introspection_client_id: Option<String>,
+    /// The client secret for --introspection-client-id (client_secret_basic).
+    #[arg(
+        long,
+        value_name = "SECRET",
+        requires = "introspection_client_id",
+        conflicts_with = "introspection_client_cert"
+    )]
+    pub introspection_client_secret: Option<String>,
+    /// This API's own client certificate (PEM) for the introspection endpoint (tls_client_auth),
+    /// with --introspection-client-key.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires_all = ["introspection_client_id", "introspection_client_key"]
+    )]
+    pub introspection_client_cert: Option<PathBuf>,
+    /// The private key (PEM) of --introspection-client-cert.
+    #[arg(long, value_name = "PEM", requires = "introspection_client_cert")]
+    pub introspection_client_key: Option<PathBuf>,
+}
+
+impl IntrospectionFlags {
+    /// Opaque tokens are introspected: `--introspect` or `--introspection-url`.
+    pub fn introspection_on(&self) -> bool {
+        self.introspect || self.introspection_url.is_some()
+    }
+
+    /// `--introspect` / `--introspection-url` with the client credentials: the introspector
+    /// for [`CertBoundBuilder::introspection`] (`None` when introspection is off). The JWKS trust
+    /// anchor (`--jwks-ca`) applies to the endpoint too (the builder adds it).
+    pub fn introspector(&self) -> Result<Option<certbound::IntrospectorBuilder>, ConfigError> {
+        if !self.introspection_on() {
+            if self.introspection_client_id.is_some() {
+                return Err(ConfigError::new(
+                    "--introspection-client-id",
+                    "needs --introspect or --introspection-url",
+                ));
+            }
+            return Ok(None);
+        }
+        let flag = if self.introspect {
+            "--introspect"
+        } else {
+            "--introspection-url"
+        };
+        let client_id = self.introspection_client_id.clone().ok_or_else(|| {
+            ConfigError::new(flag, "needs --introspection-client-id and its credentials")
+        })?;
+        let auth = match (
+            &self.introspection_client_secret,
+            &self.introspection_client_cert,
+            &self.introspection_client_key,
+        ) {
+            (Some(secret), None, None) => {
+                IntrospectionAuth::client_secret_basic(client_id, secret.clone())
+            }
+            (None, Some(cert), Some(key)) => IntrospectionAuth::tls_client_auth(
+                client_id,
+                read_file("--introspection-client-cert", cert, std::fs::read)?,
+                read_file("--introspection-client-key", key, std::fs::read)?,
+            ),
+            _ => {
+                return Err(ConfigError::new(
+                    "--introspection-client-id",
+                    "needs --introspection-client-secret (client_secret_basic) or \
+                     --introspection-client-cert with --introspection-client-key (tls_client_auth)",
+                ))
+            }
+        };
+        let mut introspector = Introspector::builder().auth(auth);
+        if let Some(url) = &self.introspection_url {
+            introspector = introspector.endpoint(url.clone());
+        }
+        Ok(Some(introspector))
+    }
 }
 
 /// The DPoP settings and a line saying what is on (for the start-up banner).
@@ -239,6 +336,16 @@ impl ApiConfig {
             builder = builder.key_source(read_file("--jwks-file", path, StaticJwks::from_file)?);
         }
         Ok(builder)
+    }
+
+    /// Opaque tokens are introspected: `--introspect` or `--introspection-url`.
+    pub fn introspection_on(&self) -> bool {
+        self.introspection.introspection_on()
+    }
+
+    /// See [`IntrospectionFlags::introspector`].
+    pub fn introspection(&self) -> Result<Option<certbound::IntrospectorBuilder>, ConfigError> {
+        self.introspection.introspector()
     }
 
     /// `--client-cert-header` + `--trusted-proxy` + `--xfcc-hops`: where the client certificate
@@ -340,6 +447,9 @@ impl ApiConfig {
         force_dpop: bool,
     ) -> Result<(CertBoundBuilder, Option<String>), ConfigError> {
         let mut builder = builder;
+        if let Some(introspector) = self.introspection()? {
+            builder = builder.introspection(introspector);
+        }
         if let Some(forwarded) = self.forwarded_certificates()? {
             builder = builder.forwarded_certificates(forwarded);
         }
@@ -479,6 +589,78 @@ mod tests {
             .unwrap()
             .dpop_on());
         assert!(parse(&["--dpop-nonce-key", "k.txt"]).unwrap().dpop_on());
+    }
+
+    #[test]
+    fn introspection_needs_a_client_and_one_kind_of_credentials() {
+        assert!(parse(&[]).unwrap().introspection().unwrap().is_none());
+        let basic = parse(&[
+            "--introspect",
+            "--introspection-client-id",
+            "api",
+            "--introspection-client-secret",
+            "s",
+        ])
+        .unwrap();
+        assert!(basic.introspection().unwrap().is_some());
+        let by_url = parse(&[
+            "--introspection-url",
+            "https://a/introspect",
+            "--introspection-client-id",
+            "api",
+            "--introspection-client-secret",
+            "s",
+        ])
+        .unwrap();
+        assert!(by_url.introspection_on());
+        assert!(by_url.introspection().unwrap().unwrap().has_endpoint());
+        let no_credentials = parse(&["--introspect", "--introspection-client-id", "api"]).unwrap();
+        assert_eq!(
+            no_credentials.introspection().unwrap_err().flag(),
+            "--introspection-client-id"
+        );
+        let no_client = parse(&["--introspect"]).unwrap();
+        assert_eq!(
+            no_client.introspection().unwrap_err().flag(),
+            "--introspect"
+        );
+        let unused = parse(&["--introspection-client-id", "api"]).unwrap();
+        assert!(unused.introspection().is_err());
+        // A secret and a certificate at once, or a certificate without its key: refused by clap.
+        assert!(parse(&[
+            "--introspect",
+            "--introspection-client-id",
+            "api",
+            "--introspection-client-secret",
+            "s",
+            "--introspection-client-cert",
+            "c.pem",
+            "--introspection-client-key",
+            "k.pem",
+        ])
+        .is_err());
+        assert!(parse(&[
+            "--introspect",
+            "--introspection-client-id",
+            "api",
+            "--introspection-client-cert",
+            "c.pem",
+        ])
+        .is_err());
+        let missing = parse(&[
+            "--introspect",
+            "--introspection-client-id",
+            "api",
+            "--introspection-client-cert",
+            "/nonexistent/c.pem",
+            "--introspection-client-key",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            missing.introspection().unwrap_err().flag(),
+            "--introspection-client-cert /nonexistent/c.pem"
+        );
     }
 
     #[test]

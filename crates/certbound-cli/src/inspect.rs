@@ -76,6 +76,11 @@ pub(crate) struct Args {
     /// fragment do not count).
     #[arg(long, value_name = "U", requires = "proof")]
     url: Option<String>,
+    /// An opaque token is explained by asking the issuer's introspection endpoint (with
+    /// --issuer): `--introspect` (discovered) or `--introspection-url URL`, with
+    /// `--introspection-client-id` and its secret or certificate.
+    #[command(flatten)]
+    introspection: certbound_cli::config::IntrospectionFlags,
 }
 
 /// Width of the label column.
@@ -174,6 +179,15 @@ pub(crate) fn run(args: Args) -> Outcome {
         (Some(proof), Some(method), Some(url)) => Some((read_proof(proof)?, method, url)),
         _ => None,
     };
+    let introspector = args
+        .introspection
+        .introspector()
+        .map_err(|e| Fatal::new(e.to_string()))?;
+    if introspector.is_some() && args.issuer.is_none() {
+        return Err(Fatal::new(
+            "--introspect / --introspection-url need --issuer URL --audience AUD",
+        ));
+    }
     let now = time::now();
     let leeway = i64::try_from(DEFAULT_LEEWAY.as_secs()).unwrap_or(60);
 
@@ -185,6 +199,19 @@ pub(crate) fn run(args: Args) -> Outcome {
             let claims = t.unverified_claims();
             show_token(header.as_ref(), claims, now, leeway, args.full);
             (Some(claims), bound_of(claims))
+        }
+        Err(_)
+            if introspector.is_some() && !certbound_core::introspection::looks_like_jws(&token) =>
+        {
+            row(
+                "token",
+                format!(
+                    "opaque (not a JWT, {} characters, id {}): its claims and binding come from the issuer's introspection endpoint",
+                    token.len(),
+                    certbound_core::introspection::token_log_id(&token)
+                ),
+            );
+            (None, Bound::Unknown)
         }
         Err(rejection) => {
             row(
@@ -258,6 +285,9 @@ pub(crate) fn run(args: Args) -> Outcome {
             },
         ),
     );
+    if introspector.is_some() {
+        more("opaque tokens: introspected at the issuer (RFC 7662), the response's cnf checked like a JWT's");
+    }
     more(match &keys {
         Keys::Discovery => "keys by discovery from the issuer".to_owned(),
         Keys::Uri(uri) => format!("keys from {uri}"),
@@ -275,6 +305,7 @@ pub(crate) fn run(args: Args) -> Outcome {
         &token,
         request,
         presented.map(|c| c.thumbprint),
+        introspector,
     )?;
     match verdict {
         Ok(verified) => {
@@ -823,14 +854,27 @@ fn header_text_of(header: &Map<String, Value>, name: &str) -> String {
 }
 
 fn show_accepted(token: &VerifiedToken) {
+    let how = match (token.is_introspected(), token.alg()) {
+        (true, None) => "introspected by the issuer (active)".to_owned(),
+        (true, Some(alg)) => format!(
+            "introspected by the issuer (active; signed response {alg:?}, kid {})",
+            token.kid().unwrap_or("none")
+        ),
+        (false, alg) => format!(
+            "signature ({}, kid {})",
+            alg.map_or_else(|| "?".to_owned(), |a| format!("{a:?}")),
+            token.kid().unwrap_or("none")
+        ),
+    };
     row(
         "verdict",
-        format!(
-            "ACCEPTED — signature ({:?}, kid {}), issuer, audience, lifetime and binding all check out",
-            token.alg(),
-            token.kid().unwrap_or("none"),
-        ),
+        format!("ACCEPTED — {how}, issuer, audience, lifetime and binding all check out"),
     );
+    if token.is_introspected() {
+        if let Some(cnf) = token.all_claims().get("cnf") {
+            more(format!("bound (introspection response's cnf): {cnf}"));
+        }
+    }
     let mut who = Vec::new();
     if let Some(sub) = token.sub() {
         who.push(format!("sub {sub}"));
@@ -859,6 +903,7 @@ fn verify(
     token: &str,
     request: Option<(&str, &str, &str)>,
     presented: Option<Thumbprint>,
+    introspector: Option<certbound::IntrospectorBuilder>,
 ) -> Result<Result<VerifiedToken, Rejection>, Fatal> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -880,6 +925,9 @@ fn verify(
         }
         if let Some(pem) = jwks_ca {
             builder = builder.jwks_root_certificates_pem(pem);
+        }
+        if let Some(introspector) = introspector {
+            builder = builder.introspection(introspector);
         }
         builder = match keys {
             Keys::Discovery => builder,
@@ -1010,10 +1058,15 @@ fn hint(rejection: &Rejection, cx: &Context<'_>) -> Option<String> {
         Rejection::WrongTokenType => format!("typ is {}; --require-at-jwt wants \"at+jwt\" (RFC 9068)", header_text(cx, "typ")),
         Rejection::UnsupportedCriticalHeader => format!("crit is {}; certbound implements no critical header extensions", header_text(cx, "crit")),
         Rejection::InvalidClaims => "iss must be a string, exp a number, aud a string or list of strings, nbf/iat numbers, sub/client_id/scope/jti strings".to_owned(),
-        Rejection::MalformedToken => "a JWT is header.payload.signature, each base64url without padding, header and payload JSON objects".to_owned(),
+        Rejection::MalformedToken => "a JWT is header.payload.signature, each base64url without padding, header and payload JSON objects; an opaque token needs --introspect (or --introspection-url) with client credentials".to_owned(),
         Rejection::TokenTooLarge => "the layer accepts tokens up to 16 KiB".to_owned(),
         Rejection::MalformedAuthorization => "the token has characters a bearer token cannot have (RFC 6750 token68)".to_owned(),
         Rejection::KeysUnavailable { .. } => "the issuer's keys could not be fetched: check the issuer URL, --jwks-ca and the network".to_owned(),
+        Rejection::InactiveToken => "the issuer's introspection endpoint says the token is not active: unknown to it, expired, or revoked".to_owned(),
+        Rejection::NotAnAccessToken => "the introspection response's token_type is not an access token (a refresh token?)".to_owned(),
+        Rejection::IntrospectionUnavailable { .. } => "the introspection endpoint could not be reached or answered 5xx/timed out: check the URL, --jwks-ca (it applies to the endpoint too) and the network".to_owned(),
+        Rejection::IntrospectionCredentialsRefused { .. } => format!("the introspection endpoint refused client {}: check its secret or certificate and the authentication method registered at the issuer", cx.args.introspection.introspection_client_id.as_deref().unwrap_or("?")),
+        Rejection::IntrospectionResponseInvalid { .. } => "the introspection endpoint's answer is not a valid RFC 7662 response (or an RFC 9701 signed one that does not verify with the issuer's keys)".to_owned(),
         Rejection::DpopBoundTokenAsBearer => "the token is DPoP-bound (cnf.jkt): the client must send it as `Authorization: DPoP` with a `DPoP` proof header; to check a proof here add --proof PROOF --method M --url U (`certbound dpop proof` makes one)".to_owned(),
         Rejection::MissingDpopProof => "a DPoP request needs exactly one `DPoP` proof header".to_owned(),
         Rejection::MalformedDpopProof => "a proof is a compact JWS (typ dpop+jwt, no crit) whose claims have jti, htm, htu and ath as strings and iat as a number".to_owned(),

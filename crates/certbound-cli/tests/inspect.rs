@@ -237,6 +237,75 @@ fn discovery_against_a_real_https_issuer() {
     drop(issuer);
 }
 
+#[test]
+fn an_opaque_token_is_explained_by_introspection() {
+    let s = setup("opaque");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let issuer = runtime.block_on(TestIssuer::start(&[&s.key])).unwrap();
+    issuer.register_introspection_client(
+        "inspector",
+        certbound_dev::issuer::ClientAuthMethod::SecretBasic("s3cret".into()),
+    );
+    let ca = s.dir.write("issuer-ca.pem", issuer.ca_pem());
+    let now = unix_now();
+    let token = issuer.issue_opaque(json!({
+        "iss": issuer.issuer_url(), "aud": AUD, "sub": "alice", "exp": now + 600,
+        "cnf": {"x5t#S256": s.tp_a.to_string()},
+    }));
+    let args = |cert: &PathBuf, secret: &str| {
+        vec![
+            "inspect".to_owned(),
+            token.clone(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--issuer".into(),
+            issuer.issuer_url().to_owned(),
+            "--audience".into(),
+            AUD.into(),
+            "--jwks-ca".into(),
+            ca.display().to_string(),
+            "--introspect".into(),
+            "--introspection-client-id".into(),
+            "inspector".into(),
+            "--introspection-client-secret".into(),
+            secret.into(),
+        ]
+    };
+    let run = certbound(args(&s.a_pem, "s3cret"));
+    assert_eq!(run.code, 0, "{run:?}");
+    run.line_with(&["token", "opaque (not a JWT"]);
+    run.line_with(&["verdict", "ACCEPTED — introspected by the issuer"]);
+    run.line_with(&["cnf", &s.tp_a.to_string()]);
+    assert!(
+        !run.stdout.contains(&token),
+        "the token is never printed back"
+    );
+
+    let run = certbound(args(&s.b_pem, "s3cret"));
+    assert_eq!(run.code, 1, "{run:?}");
+    run.line_with(&["verdict", "REFUSED: binding_mismatch"]);
+
+    let run = certbound(args(&s.a_pem, "wrong"));
+    assert_eq!(run.code, 1, "{run:?}");
+    run.line_with(&[
+        "verdict",
+        "REFUSED: introspection_credentials_refused",
+        "HTTP 503",
+    ]);
+    run.line_with(&["hint", "inspector"]);
+    assert_eq!(issuer.introspection_calls(), 3);
+
+    // Without introspection flags, an opaque token is what it always was.
+    let run = certbound(vec![
+        "inspect".to_owned(),
+        token.clone(),
+        "--cert".into(),
+        s.a_pem.display().to_string(),
+    ]);
+    run.line_with(&["NOT a well-formed JWT"]);
+    drop(issuer);
+}
+
 /// Every refusal the CLI reports carries exactly the code `CertBoundLayer::verify` gives for the
 /// same token, certificate and configuration.
 #[test]

@@ -34,6 +34,8 @@
 //!             let key = keys.get(need.kid(), need.alg()).map(Arc::clone);
 //!             need.resume(key.map_err(Rejection::from))
 //!         }
+//!         // Only with `.introspection(..)`: an opaque token for the issuer's endpoint.
+//!         Step::NeedIntrospection(_) => unreachable!(),
 //!     }
 //! };
 //! // This key set is empty, so the kid is unknown: 401 invalid_token.
@@ -50,6 +52,7 @@ mod certificate;
 mod confirmation;
 mod dpop;
 mod forwarded;
+pub mod introspection;
 mod jose;
 mod keys;
 mod policy;
@@ -70,6 +73,10 @@ pub use forwarded::{
     CidrError, FormatSpecError, ForwardedCertificates, ForwardedFormat, ForwardedResult, IpCidr,
     DEFAULT_MAX_FORWARDED_HEADER_LEN,
 };
+pub use introspection::{
+    Introspected, IntrospectionFailure, IntrospectionPolicy, IntrospectionResponse,
+    SignedIntrospection,
+};
 pub use jose::{parse_algorithm, JoseHeader, JsonError, UnverifiedToken, ED25519_ALG};
 pub use keys::{
     Curve, JwksError, KeyError, KeyLookupError, KeySet, MalformedJwks, ParsedJwks, SkippedKey,
@@ -79,7 +86,8 @@ pub use policy::{TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY
 pub use rejection::{ErrorClass, Rejection};
 pub use thumbprint::{Thumbprint, ThumbprintError};
 pub use verifier::{
-    Accepted, Credentials, NeedKey, NoIssuer, OwnedCredentials, Step, Verified, Verifier,
+    Accepted, Credentials, NeedIntrospection, NeedKey, NoIssuer, OwnedCredentials, Step, Verified,
+    Verifier,
 };
 
 /// Helpers for certbound's own fuzz harness and CLI (decoders exposed for their oracles and

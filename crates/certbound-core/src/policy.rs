@@ -158,12 +158,15 @@ pub struct VerifiedClaims {
     client_id: Option<String>,
     scope: Option<String>,
     jti: Option<String>,
-    expires_at: f64,
+    /// `None` only for an introspection response without `exp` (RFC 7662 makes it optional).
+    expires_at: Option<f64>,
     not_before: Option<f64>,
     issued_at: Option<f64>,
     confirmation: Confirmation,
-    alg: Algorithm,
+    /// `None` for claims from a plain-JSON introspection response (no signature).
+    alg: Option<Algorithm>,
     kid: Option<String>,
+    introspected: bool,
     all: Map<String, Value>,
 }
 
@@ -209,12 +212,88 @@ impl VerifiedClaims {
             issued_at: number("iat")?,
             issuer,
             audience,
-            expires_at,
+            expires_at: Some(expires_at),
+            confirmation,
+            alg: Some(alg),
+            kid,
+            introspected: false,
+            all,
+        })
+    }
+
+    /// The claims of an active RFC 7662 introspection response, checked against `policy`:
+    /// `iss` (when present) is the policy's issuer, `aud` (when present, or always when
+    /// `require_audience`) contains one of its audiences, `token_type` (when present) is an
+    /// access-token type, the registered claims have their JSON types, and `cnf` parses into the
+    /// same [`Confirmation`] as a JWT's. `active` was checked by the caller. The lifetime is
+    /// checked by [`check_time`](Self::check_time). `alg`/`kid`: of an RFC 9701 signed response.
+    pub(crate) fn from_introspection(
+        mut all: Map<String, Value>,
+        policy: &TokenPolicy,
+        require_audience: bool,
+        signed: Option<(Algorithm, Option<String>)>,
+    ) -> Result<Self, Rejection> {
+        let string = |all: &Map<String, Value>, name: &str| -> Result<Option<String>, Rejection> {
+            match all.get(name) {
+                None => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(Rejection::InvalidClaims),
+            }
+        };
+        let number = |name: &str| -> Result<Option<f64>, Rejection> {
+            match all.get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Rejection::InvalidClaims),
+                Some(_) => Err(Rejection::InvalidClaims),
+            }
+        };
+        match string(&all, "iss")? {
+            Some(iss) if iss != policy.issuer => return Err(Rejection::WrongIssuer),
+            _ => {}
+        }
+        let audience = match all.get("aud") {
+            None if require_audience => return Err(Rejection::WrongAudience),
+            None => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or(Rejection::InvalidClaims)?,
+            Some(_) => return Err(Rejection::InvalidClaims),
+        };
+        if all.contains_key("aud") && !audience.iter().any(|a| policy.audiences.contains(a)) {
+            return Err(Rejection::WrongAudience);
+        }
+        if let Some(token_type) = string(&all, "token_type")? {
+            if !crate::introspection::is_access_token_type(&token_type) {
+                return Err(Rejection::NotAnAccessToken);
+            }
+        }
+        let confirmation = Confirmation::from_cnf(all.get("cnf"))?;
+        let (alg, kid) = match signed {
+            Some((alg, kid)) => (Some(alg), kid),
+            None => (None, None),
+        };
+        let claims = Self {
+            subject: string(&all, "sub")?,
+            client_id: string(&all, "client_id")?,
+            scope: string(&all, "scope")?,
+            jti: string(&all, "jti")?,
+            not_before: number("nbf")?,
+            issued_at: number("iat")?,
+            expires_at: number("exp")?,
+            issuer: policy.issuer.clone(),
+            audience,
             confirmation,
             alg,
             kid,
-            all,
-        })
+            introspected: true,
+            all: Map::new(),
+        };
+        // `active` said what it had to; the rest is what the application sees.
+        all.remove("active");
+        Ok(Self { all, ..claims })
     }
 
     /// Re-checks `exp`, `nbf` and `iat` against `now` (Unix seconds) with `leeway_secs`.
@@ -222,7 +301,7 @@ impl VerifiedClaims {
     pub fn check_time(&self, now: u64, leeway_secs: u64) -> Result<(), Rejection> {
         let now = now as f64;
         let leeway = leeway_secs as f64;
-        if now >= self.expires_at + leeway {
+        if self.expires_at.is_some_and(|exp| now >= exp + leeway) {
             return Err(Rejection::Expired);
         }
         if self.not_before.is_some_and(|nbf| now + leeway < nbf) {
@@ -270,19 +349,27 @@ impl VerifiedClaims {
     pub fn jti(&self) -> Option<&str> {
         self.jti.as_deref()
     }
-    /// `exp` in Unix seconds (fractions dropped).
+    /// `exp` in Unix seconds (fractions dropped); `u64::MAX` for an introspected token whose
+    /// introspection response had no `exp` (RFC 7662 makes it optional).
     pub fn expires_at(&self) -> u64 {
-        self.expires_at as u64
+        self.expires_at.map_or(u64::MAX, |exp| exp as u64)
+    }
+    /// Whether these claims come from the issuer's introspection endpoint (RFC 7662) rather
+    /// than from a JWT this service verified itself.
+    pub fn is_introspected(&self) -> bool {
+        self.introspected
     }
     /// `cnf`: what the token is bound to.
     pub fn confirmation(&self) -> &Confirmation {
         &self.confirmation
     }
-    /// The algorithm the signature was verified with.
-    pub fn alg(&self) -> Algorithm {
+    /// The algorithm the signature was verified with: the token's, or for an introspected token
+    /// that of the RFC 9701 signed introspection response (`None` for a plain JSON one).
+    pub fn alg(&self) -> Option<Algorithm> {
         self.alg
     }
-    /// The `kid` of the key that verified the signature.
+    /// The `kid` of the key that verified the signature (of the token, or of an RFC 9701
+    /// signed introspection response).
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }

@@ -28,7 +28,8 @@ pub enum ErrorClass {
     InvalidToken,
     /// `insufficient_scope` (403).
     InsufficientScope,
-    /// The service cannot decide right now (503 + `Retry-After`): no usable signing keys.
+    /// The service cannot decide right now (503 + `Retry-After`): no usable signing keys, the
+    /// replay store or the introspection endpoint unavailable.
     Unavailable,
     /// `invalid_dpop_proof` (401, RFC 9449 §7.1): the DPoP proof is missing, malformed, or does
     /// not hold for this request or token. Answered with a `DPoP` challenge.
@@ -87,6 +88,33 @@ macro_rules! rejections {
                 /// Seconds the client should wait before retrying.
                 retry_after_secs: u32,
             },
+            /// The token is opaque (or every token is introspected) and the issuer's
+            /// introspection endpoint (RFC 7662) could not answer: unreachable, a 5xx, a
+            /// timeout, or a response that is not a valid introspection response (not strict
+            /// JSON, no boolean `active`, an RFC 9701 signed response whose signature, `typ` or
+            /// `iss` does not verify). Answered with 503 and `Retry-After`, never with acceptance.
+            #[error("the token introspection endpoint is unavailable")]
+            IntrospectionUnavailable {
+                /// Seconds the client should wait before retrying.
+                retry_after_secs: u32,
+            },
+            /// The introspection endpoint answered, but not with a valid response: not strict
+            /// JSON, no boolean `active`, or an RFC 9701 signed response whose signature, key,
+            /// `typ`, `iss`, `aud` or `exp` does not hold (a forgery, or the wrong issuer).
+            /// Answered with 503 and `Retry-After`, never with acceptance.
+            #[error("the token introspection response is invalid")]
+            IntrospectionResponseInvalid {
+                /// Seconds the client should wait before retrying.
+                retry_after_secs: u32,
+            },
+            /// The introspection endpoint refused this resource server's own client credentials
+            /// (401/403, or `invalid_client`): a configuration mistake of the server, not the
+            /// client's. Answered with 503 and `Retry-After`, never with acceptance.
+            #[error("the token introspection endpoint refused this server's credentials")]
+            IntrospectionCredentialsRefused {
+                /// Seconds the client should wait before retrying.
+                retry_after_secs: u32,
+            },
         }
 
         impl Rejection {
@@ -96,6 +124,9 @@ macro_rules! rejections {
                     $( Rejection::$variant => $code, )*
                     Rejection::KeysUnavailable { .. } => "keys_unavailable",
                     Rejection::ReplayStoreUnavailable { .. } => "replay_store_unavailable",
+                    Rejection::IntrospectionUnavailable { .. } => "introspection_unavailable",
+                    Rejection::IntrospectionCredentialsRefused { .. } => "introspection_credentials_refused",
+                    Rejection::IntrospectionResponseInvalid { .. } => "invalid_introspection_response",
                 }
             }
 
@@ -104,12 +135,15 @@ macro_rules! rejections {
                 match self {
                     $( Rejection::$variant => ErrorClass::$class, )*
                     Rejection::KeysUnavailable { .. }
-                    | Rejection::ReplayStoreUnavailable { .. } => ErrorClass::Unavailable,
+                    | Rejection::ReplayStoreUnavailable { .. }
+                    | Rejection::IntrospectionUnavailable { .. }
+                    | Rejection::IntrospectionCredentialsRefused { .. }
+                    | Rejection::IntrospectionResponseInvalid { .. } => ErrorClass::Unavailable,
                 }
             }
 
             /// Every reason code, for documentation and exhaustive tests.
-            pub const ALL_CODES: &'static [&'static str] = &[$($code,)* "keys_unavailable", "replay_store_unavailable"];
+            pub const ALL_CODES: &'static [&'static str] = &[$($code,)* "keys_unavailable", "replay_store_unavailable", "introspection_unavailable", "introspection_credentials_refused", "invalid_introspection_response"];
         }
     };
 }
@@ -123,8 +157,13 @@ rejections! {
     MalformedAuthorization => ("invalid_request", InvalidRequest, "malformed Authorization header"),
     /// The token is larger than the configured limit.
     TokenTooLarge => ("token_too_large", InvalidToken, "token is larger than allowed"),
-    /// Not a compact JWS: segments, base64url, or JSON are wrong.
+    /// Not a compact JWS: segments, base64url, or JSON are wrong (and introspection is off).
     MalformedToken => ("malformed_token", InvalidToken, "token is not a well-formed JWT"),
+    /// The introspection endpoint says the token is not active (RFC 7662 §2.2 `active: false`):
+    /// unknown, expired, revoked, or issued to another resource.
+    InactiveToken => ("inactive_token", InvalidToken, "token is not active"),
+    /// The introspection response's `token_type` is not an access-token type (e.g. a refresh token).
+    NotAnAccessToken => ("not_an_access_token", InvalidToken, "token is not an access token"),
     /// `alg` is missing, `none`, unknown, or not in the allow-list.
     DisallowedAlgorithm => ("disallowed_algorithm", InvalidToken, "token signing algorithm is not allowed"),
     /// The `alg` does not fit the key's type (`kty`) or the key's own `alg`.
@@ -301,7 +340,12 @@ impl Rejection {
     pub fn retry_after_secs(&self) -> Option<u32> {
         match self {
             Rejection::KeysUnavailable { retry_after_secs }
-            | Rejection::ReplayStoreUnavailable { retry_after_secs } => Some(*retry_after_secs),
+            | Rejection::ReplayStoreUnavailable { retry_after_secs }
+            | Rejection::IntrospectionUnavailable { retry_after_secs }
+            | Rejection::IntrospectionCredentialsRefused { retry_after_secs }
+            | Rejection::IntrospectionResponseInvalid { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             _ => None,
         }
     }

@@ -56,6 +56,7 @@ use http::HeaderMap;
 use crate::bearer::{parse_scheme, Scheme};
 use crate::confirmation::Presented;
 use crate::dpop::{DpopPolicy, NonceKeys, ProofRequest, ReplayCheck, VerifiedProof};
+use crate::introspection::{Introspected, IntrospectionPolicy, IntrospectionResponse};
 use crate::{
     Algorithm, BindingPolicy, Rejection, Thumbprint, TokenPolicy, UnverifiedToken, VerificationKey,
     VerifiedClaims, DEFAULT_MAX_TOKEN_LEN,
@@ -68,6 +69,7 @@ pub struct Verifier {
     binding: BindingPolicy,
     max_token_len: usize,
     dpop: Option<DpopConfig>,
+    introspection: Option<IntrospectionPolicy>,
 }
 
 /// A [`Verifier`] needs at least one issuer.
@@ -233,7 +235,8 @@ struct DpopConfig {
 #[derive(Clone)]
 pub struct Verified {
     claims: Arc<VerifiedClaims>,
-    key: Arc<VerificationKey>,
+    /// `None` for an introspected token (its claims came from the issuer's endpoint).
+    key: Option<Arc<VerificationKey>>,
     issuer: usize,
 }
 
@@ -248,10 +251,10 @@ impl Verified {
         self.claims
     }
 
-    /// The key that verified the signature. A cached token stays valid only while the issuer's
-    /// key source still returns this very key for its `kid`.
-    pub fn key(&self) -> &Arc<VerificationKey> {
-        &self.key
+    /// The key that verified the signature (`None` for an introspected token). A cached token
+    /// stays valid only while the issuer's key source still returns this very key for its `kid`.
+    pub fn key(&self) -> Option<&Arc<VerificationKey>> {
+        self.key.as_ref()
     }
 
     /// Which configured issuer (index into [`Verifier::issuers`]) accepted the token.
@@ -324,6 +327,80 @@ pub enum Step<'r> {
     Reject(Rejection),
     /// A verification key is needed; look it up and [`resume`](NeedKey::resume).
     NeedKey(NeedKey<'r>),
+    /// The token is opaque (or every token is introspected): POST it to the issuer's
+    /// introspection endpoint, [`check_response`](NeedIntrospection::check_response) and
+    /// [`resume`](NeedIntrospection::resume) — or resume with cached [`Introspected`] claims.
+    NeedIntrospection(NeedIntrospection<'r>),
+}
+
+/// The verifier needs the issuer's introspection response for [`token`](Self::token); see
+/// [`introspection`](crate::introspection).
+#[derive(Debug)]
+pub struct NeedIntrospection<'r> {
+    verifier: &'r Verifier,
+    token: &'r str,
+    issuer: usize,
+    presented: Option<Thumbprint>,
+    now: u64,
+    scheme: Scheme,
+    proof: Option<Box<(VerifiedProof, Option<u64>)>>,
+}
+
+impl<'r> NeedIntrospection<'r> {
+    /// The token to introspect, as sent. Never log it.
+    pub fn token(&self) -> &'r str {
+        self.token
+    }
+
+    /// The introspecting issuer's index in [`Verifier::issuers`].
+    pub fn issuer_index(&self) -> usize {
+        self.issuer
+    }
+
+    /// The time of this decision.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Checks the endpoint's raw answer (see [`Verifier::check_introspection_response`]).
+    pub fn check_response(
+        &self,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<IntrospectionResponse, Rejection> {
+        self.verifier
+            .check_introspection_response(content_type, body, self.now)
+    }
+
+    /// Continues with the token's introspected claims (fresh or cached) or why there are none:
+    /// the lifetime is checked against now, and the binding (`cnf`) against this request's
+    /// certificate and DPoP proof — never cached as a verdict.
+    pub fn resume(
+        self,
+        introspected: Result<Introspected, Rejection>,
+    ) -> Result<Accepted, Rejection> {
+        let introspected = introspected?;
+        let policy = self
+            .verifier
+            .issuers
+            .get(introspected.issuer)
+            .ok_or(Rejection::WrongIssuer)?;
+        introspected
+            .claims
+            .check_time(self.now, policy.leeway_secs())?;
+        let verified = Verified {
+            claims: introspected.claims,
+            key: None,
+            issuer: introspected.issuer,
+        };
+        self.verifier.bind(
+            verified,
+            self.presented,
+            false,
+            self.scheme,
+            self.proof.map(|p| *p),
+        )
+    }
 }
 
 /// The verifier needs the key of `issuer` for `kid` and `alg`.
@@ -382,7 +459,8 @@ impl NeedKey<'_> {
     pub fn uses_cached(&self, key: &Arc<VerificationKey>) -> bool {
         self.cached
             .as_ref()
-            .is_some_and(|hit| Arc::ptr_eq(&hit.key, key))
+            .and_then(|hit| hit.key.as_ref())
+            .is_some_and(|cached| Arc::ptr_eq(cached, key))
     }
 
     /// Continues with the key the driver found, or the rejection its lookup gave.
@@ -416,7 +494,7 @@ impl NeedKey<'_> {
                 let claims = policy.verify(token, alg, &key, self.now)?;
                 let verified = Verified {
                     claims: Arc::new(claims),
-                    key,
+                    key: Some(key),
                     issuer: self.issuer,
                 };
                 (verified, true)
@@ -446,7 +524,21 @@ impl Verifier {
             binding,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
             dpop: None,
+            introspection: None,
         })
+    }
+
+    /// Decide opaque tokens (and, with [`IntrospectionPolicy::introspect_all`], every token)
+    /// from the issuer's introspection endpoint (RFC 7662): see
+    /// [`introspection`](crate::introspection).
+    pub fn introspection(mut self, policy: IntrospectionPolicy) -> Self {
+        self.introspection = Some(policy);
+        self
+    }
+
+    /// The introspection policy, when opaque tokens are introspected.
+    pub fn introspection_policy(&self) -> Option<&IntrospectionPolicy> {
+        self.introspection.as_ref()
     }
 
     /// Largest accepted token, in bytes (default [`DEFAULT_MAX_TOKEN_LEN`]).
@@ -507,15 +599,32 @@ impl Verifier {
         now: u64,
         cached: Option<Verified>,
     ) -> Step<'r> {
-        let step = || -> Result<NeedKey<'r>, Rejection> {
+        let step = || -> Result<Step<'r>, Rejection> {
             if credentials.token.len() > self.max_token_len {
                 return Err(Rejection::TokenTooLarge);
             }
             let proof = self.check_proof(&credentials, now)?;
+            if let (None, Some(introspection)) = (&cached, &self.introspection) {
+                if introspection.wants(credentials.token) {
+                    return Ok(Step::NeedIntrospection(NeedIntrospection {
+                        verifier: self,
+                        token: credentials.token,
+                        issuer: introspection.issuer(),
+                        presented,
+                        now,
+                        scheme: credentials.scheme,
+                        proof: proof.map(Box::new),
+                    }));
+                }
+            }
             // A cache hit is keyed by the token's exact bytes: its issuer, kid and alg are the
             // ones this token had when it was verified, so it is not parsed again.
             let (token, issuer, alg) = match &cached {
-                Some(hit) => (None, hit.issuer, hit.claims.alg()),
+                Some(hit) => (
+                    None,
+                    hit.issuer,
+                    hit.claims.alg().ok_or(Rejection::MalformedToken)?,
+                ),
                 None => {
                     let token = UnverifiedToken::parse(credentials.token)?;
                     let issuer = self.select_issuer(&token)?;
@@ -524,7 +633,7 @@ impl Verifier {
                     (Some(Box::new(token)), issuer, alg)
                 }
             };
-            Ok(NeedKey {
+            Ok(Step::NeedKey(NeedKey {
                 verifier: self,
                 raw: credentials.token,
                 token,
@@ -535,10 +644,10 @@ impl Verifier {
                 cached,
                 scheme: credentials.scheme,
                 proof: proof.map(Box::new),
-            })
+            }))
         };
         match step() {
-            Ok(need) => Step::NeedKey(need),
+            Ok(step) => step,
             Err(rejection) => Step::Reject(rejection),
         }
     }

@@ -59,6 +59,25 @@ fn jwks_corpus() {
 }
 
 #[test]
+fn introspection_corpus() {
+    // The committed seeds include accepted responses, so the oracles run on acceptances too.
+    replay("introspection", harness::introspection);
+    let dir = corpus_dir("introspection");
+    for (seed, accepted) in [
+        ("001-active-bound", true),
+        ("002-inactive", false),
+        ("003-duplicate", false),
+        ("004-unbound-aud-list", true),
+        ("005-signed", true),
+        ("006-forged-jwt", false),
+        ("007-refresh", false),
+    ] {
+        let data = std::fs::read(dir.join(seed)).unwrap();
+        assert_eq!(harness::introspection_accepted(&data), accepted, "{seed}");
+    }
+}
+
+#[test]
 fn dpop_corpus() {
     // The committed seeds include a valid proof, so the oracles run on an accepted proof too.
     replay("dpop", harness::dpop);

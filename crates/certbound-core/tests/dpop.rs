@@ -61,6 +61,7 @@ fn decide_with(verifier: &Verifier, credentials: Credentials<'_>) -> Result<Acce
             let key = fx().keys.get(need.kid(), need.alg()).map(Arc::clone);
             need.resume(key.map_err(Rejection::from))
         }
+        Step::NeedIntrospection(_) => unreachable!("introspection is off"),
     }
 }
 
@@ -452,4 +453,54 @@ fn dpop_is_off_unless_configured() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An opaque DPoP-bound token: its `cnf.jkt` comes from the introspection response and is
+/// checked against this request's proof exactly as a JWT's (RFC 9449 §6.2).
+#[test]
+fn an_introspected_jkt_is_checked_against_the_proof() {
+    use certbound_core::{IntrospectionPolicy, IntrospectionResponse};
+    let verifier = verifier().introspection(IntrospectionPolicy::default());
+    let opaque = "an-opaque-dpop-bound-token";
+    let response = json!({"active": true, "iss": ISS, "aud": AUD, "exp": now() + 300,
+                          "token_type": "DPoP", "cnf": {"jkt": fx().client.jkt().to_string()}})
+    .to_string();
+    let decide = |credentials: Credentials<'_>| match verifier.verify(credentials, None, now()) {
+        Step::NeedIntrospection(need) => {
+            let Ok(IntrospectionResponse::Checked(introspected)) =
+                need.check_response(Some("application/json"), response.as_bytes())
+            else {
+                panic!("a plain response")
+            };
+            need.resume(Ok(introspected))
+        }
+        Step::Reject(rejection) => Err(rejection),
+        other => panic!("{other:?}"),
+    };
+    let proof = fx().client.proof("GET", URL, Some(opaque), None).unwrap();
+    let accepted = decide(Credentials::dpop(opaque, &proof).for_request("GET", URL)).unwrap();
+    assert!(
+        accepted.replay_check().is_some(),
+        "the proof still needs its replay check"
+    );
+    assert!(accepted.verified().claims().is_introspected());
+
+    let thief = fx().other.proof("GET", URL, Some(opaque), None).unwrap();
+    assert_eq!(
+        decide(Credentials::dpop(opaque, &thief).for_request("GET", URL)).unwrap_err(),
+        Rejection::DpopKeyMismatch
+    );
+    assert_eq!(
+        decide(Credentials::bearer(opaque)).unwrap_err(),
+        Rejection::DpopBoundTokenAsBearer
+    );
+    // A proof for another token (ath) fails before the endpoint is asked.
+    let other_ath = fx()
+        .client
+        .proof("GET", URL, Some("another"), None)
+        .unwrap();
+    assert_eq!(
+        decide(Credentials::dpop(opaque, &other_ath).for_request("GET", URL)).unwrap_err(),
+        Rejection::DpopTokenHashMismatch
+    );
 }

@@ -11,6 +11,7 @@ use certbound_core::{
     Rejection, Step, Thumbprint, TokenPolicy, UnverifiedToken, VerifiedClaims, Verifier,
 };
 use certbound_core::{ForwardedCertificates, ForwardedFormat, IpCidr};
+use certbound_core::{IntrospectionPolicy, IntrospectionResponse};
 use certbound_dev::SigningKey;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
@@ -55,6 +56,7 @@ fn decide(token: &str) -> Result<VerifiedClaims, Rejection> {
                 .map(std::sync::Arc::clone);
             need.resume(key.map_err(Rejection::from))?
         }
+        Step::NeedIntrospection(_) => unreachable!("introspection is off"),
     };
     Ok(VerifiedClaims::clone(accepted.verified().claims()))
 }
@@ -194,6 +196,29 @@ proptest! {
         // 43 alphabet characters parse exactly when they are the canonical spelling.
         if let Ok(tp) = Thumbprint::from_cnf_value(&b) {
             prop_assert_eq!(tp.to_string(), b);
+        }
+    }
+
+    /// An introspection response is network input: whatever its bytes, content type or JSON
+    /// members, checking it never panics, and nothing but an object with `active: true` (and
+    /// members of the right types) is ever accepted.
+    #[test]
+    fn random_introspection_responses_never_panic_nor_pass_without_active_true(
+        bytes in prop::collection::vec(any::<u8>(), 0..400),
+        doc in json_value(),
+        signed in any::<bool>(),
+    ) {
+        let verifier = Verifier::new(vec![TokenPolicy::new(ISS, AUD)], BindingPolicy::IfBound)
+            .unwrap()
+            .introspection(IntrospectionPolicy::default());
+        let ct = if signed { "application/token-introspection+jwt" } else { "application/json" };
+        let _ = verifier.check_introspection_response(Some(ct), &bytes, NOW);
+        let body = doc.to_string();
+        let active = doc.get("active") == Some(&Value::Bool(true));
+        match verifier.check_introspection_response(Some("application/json"), body.as_bytes(), NOW) {
+            Ok(IntrospectionResponse::Checked(_)) => prop_assert!(active, "{body}"),
+            Ok(IntrospectionResponse::Signed(_)) => prop_assert!(false, "JSON read as signed: {body}"),
+            Err(_) => {}
         }
     }
 

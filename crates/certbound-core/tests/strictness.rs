@@ -132,6 +132,7 @@ fn decide_with(policy: &TokenPolicy, token: &str) -> Result<VerifiedClaims, Reje
                 .map(std::sync::Arc::clone);
             need.resume(key.map_err(Rejection::from))?
         }
+        Step::NeedIntrospection(_) => unreachable!("introspection is off"),
     };
     Ok(VerifiedClaims::clone(accepted.verified().claims()))
 }

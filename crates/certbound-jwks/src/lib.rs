@@ -2,7 +2,10 @@
 //!
 //! Where [certbound](https://docs.rs/certbound) gets the keys that verify access tokens: the
 //! [`KeySource`] trait, a fixed [`StaticJwks`], and a [`RemoteJwks`] that discovers an issuer's
-//! `jwks_uri`, caches its keys, follows rotation and rides out outages. Network I/O in certbound
+//! `jwks_uri`, caches its keys, follows rotation and rides out outages — and, beside it, where
+//! opaque tokens are introspected: the [`IntrospectionSource`] trait and `Introspector`
+//! (RFC 7662, with `client_secret_basic`/`_post`, `private_key_jwt` and `tls_client_auth`).
+//! (The crate keeps its name for now: it holds all issuer trust, keys and introspection.) Network I/O in certbound
 //! lives here and only here; parsing keys is [`certbound_core::KeySet`]'s job.
 //!
 //! ```
@@ -59,8 +62,8 @@ pub mod static_jwks;
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use remote::{
-    CacheState, FetchError, IssuerMetadata, JwksStats, RemoteJwks, RemoteJwksBuildError,
-    RemoteJwksBuilder,
+    CacheState, FetchError, IntrospectionAuth, Introspector, IntrospectorBuilder, IssuerMetadata,
+    JwksStats, RemoteJwks, RemoteJwksBuildError, RemoteJwksBuilder,
 };
 pub use static_jwks::{StaticJwks, StaticJwksError};
 
@@ -94,6 +97,31 @@ pub trait KeySource: Send + Sync + std::fmt::Debug + 'static {
     fn issuer_metadata(&self) -> Option<&IssuerMetadata> {
         None
     }
+}
+
+/// The raw `200 OK` answer of an introspection endpoint, for
+/// [`Verifier::check_introspection_response`](certbound_core::Verifier::check_introspection_response).
+#[derive(Debug, Clone)]
+pub struct IntrospectionReply {
+    /// The `Content-Type` header, as sent.
+    pub content_type: Option<String>,
+    /// The body, as sent (within the size limit).
+    pub body: Vec<u8>,
+}
+
+/// Where opaque tokens are introspected (RFC 7662), beside [`KeySource`]: the layer calls
+/// [`introspect`](Self::introspect) for a token its cache does not know. The network
+/// implementation is `Introspector` (feature `remote`).
+pub trait IntrospectionSource: Send + Sync + std::fmt::Debug + 'static {
+    /// POSTs `token` to the endpoint; the raw answer, or why there is none.
+    fn introspect<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<IntrospectionReply, certbound_core::IntrospectionFailure>>;
+
+    /// This resource server's client id at the issuer (named in the error log when the
+    /// endpoint refuses it).
+    fn client_id(&self) -> &str;
 }
 
 impl<T: KeySource + ?Sized> KeySource for Arc<T> {

@@ -11,6 +11,9 @@
 //! * `layer/hit` — the verified-token cache holds the token (the steady state of a client that
 //!   reuses its token): bearer extraction, cache lookup, key-still-current check, `exp`/`nbf`
 //!   re-check, constant-time binding check, `VerifiedToken` extension. Target: hit − baseline ≤ 2 µs.
+//! * `layer/opaque_hit` — an opaque token (RFC 7662) whose introspected claims are in the
+//!   introspection cache (warm): SHA-256 of the token, cache lookup, `exp` re-check, binding
+//!   check, `VerifiedToken` extension. Compare with `layer/hit` (issue 13: ≥ 0.95 × its speed).
 //! * `layer/miss/<ALG>` — `.no_token_cache()`: every request verifies the signature and claims.
 //! * `app/*` — an axum `Router` shaped like the example API's (`/health` open; `/api/hello`
 //!   behind the layer), same prepared request: `app/health` (routing only), `app/hello_ok`
@@ -159,6 +162,45 @@ fn bench(c: &mut Criterion) {
         )
     });
 
+    // An opaque token bound to the same certificate, introspected once (warm cache).
+    let opaque = "2YotnFZFEjr1zCsicMWpAA-opaque-bench-token-0123";
+    let body = json!({"active": true, "iss": ISS, "aud": AUD, "sub": "user-123",
+                      "client_id": "client-a", "exp": 4_000_000_000u64,
+                      "cnf": {"x5t#S256": fx.thumbprint.to_string()}})
+    .to_string();
+    let opaque_layer = runtime.block_on(async {
+        CertBound::builder()
+            .issuer(ISS)
+            .audience(AUD)
+            .key_source(StaticJwks::from_jwks(&jwks).unwrap())
+            .introspection_source(Answer(body))
+            .build()
+            .await
+            .unwrap()
+    });
+    runtime
+        .block_on(opaque_layer.verify(opaque, Some(fx.thumbprint)))
+        .unwrap();
+    let mut opaque_hit = opaque_layer.layer(service_fn(inner));
+    let opaque_request = || {
+        let mut req = fx.request();
+        req.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {opaque}")).unwrap(),
+        );
+        req
+    };
+    assert_eq!(call(&mut opaque_hit, opaque_request()).status(), 200);
+    assert_eq!(opaque_layer.introspection_stats().unwrap().calls, 1);
+    group.bench_function("opaque_hit", |b| {
+        b.iter_batched(
+            opaque_request,
+            |req| call(&mut opaque_hit, req),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(opaque_layer.introspection_stats().unwrap().calls, 1);
+
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
         let (fx, jwks) = fixture(alg);
         let miss_layer = layer(&runtime, &jwks, false);
@@ -235,6 +277,30 @@ async fn hello_json(token: VerifiedToken) -> Json<Value> {
 
 async fn hello_ok(_token: VerifiedToken) -> &'static str {
     "ok"
+}
+
+/// An introspection endpoint that always gives the same answer (only the first request asks).
+#[derive(Debug)]
+struct Answer(String);
+
+impl certbound::IntrospectionSource for Answer {
+    fn introspect<'a>(
+        &'a self,
+        _token: &'a str,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<certbound::IntrospectionReply, certbound_core::IntrospectionFailure>,
+    > {
+        let reply = certbound::IntrospectionReply {
+            content_type: Some("application/json".into()),
+            body: self.0.clone().into_bytes(),
+        };
+        Box::pin(async move { Ok(reply) })
+    }
+
+    fn client_id(&self) -> &str {
+        "bench"
+    }
 }
 
 fn call_app(app: &mut Router, req: Request<axum::body::Body>) -> Response<axum::body::Body> {

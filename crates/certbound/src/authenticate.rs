@@ -54,6 +54,8 @@ pub(crate) struct Authenticator {
     pub(crate) replay: Option<Arc<dyn crate::replay::ReplayStore>>,
     /// The origin clients use, for DPoP `htu`.
     pub(crate) public_url: Option<String>,
+    /// With introspection on: the endpoint, its cache and single flight.
+    pub(crate) introspection: Option<crate::introspection::Introspection>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -210,7 +212,15 @@ impl Authenticator {
         let token = credentials.token();
         let scheme = Some(credentials.scheme());
         let now = (self.clock)();
-        let cached = self.cache.as_ref().and_then(|c| c.get(token));
+        // A token bound for introspection is never in the verified-token cache.
+        let introspects = self
+            .verifier
+            .introspection_policy()
+            .is_some_and(|policy| policy.wants(token));
+        let cached = match introspects {
+            true => None,
+            false => self.cache.as_ref().and_then(|c| c.get(token)),
+        };
         let was_cached = cached.is_some();
         let step = match cached {
             Some(hit) => self.verifier.revalidate(credentials, hit, presented, now),
@@ -253,6 +263,8 @@ impl Authenticator {
                                 this.count(&need, &key);
                                 need.resume(key)
                             }
+                            // A JWT refresh never turns into introspection.
+                            Step::NeedIntrospection(_) => Err(Rejection::MalformedToken),
                         };
                         match this.finish(token, scheme, was_cached, outcome, now) {
                             Decision::Accept(granted) => Ok(granted),
@@ -266,8 +278,53 @@ impl Authenticator {
                     need.resume(key)
                 }
             },
+            Step::NeedIntrospection(need) => {
+                let Some(introspection) = &self.introspection else {
+                    // The verifier asks only when introspection is configured.
+                    return Decision::Reject(Refused {
+                        rejection: Rejection::MalformedToken,
+                        scheme,
+                    });
+                };
+                match introspection.cached(token, now) {
+                    Some(answer) => need.resume(answer),
+                    None => return self.introspect(credentials.to_owned(), presented, scheme),
+                }
+            }
         };
         self.finish(token, scheme, was_cached, outcome, now)
+    }
+
+    /// A token the introspection cache does not know: ask the endpoint (once for all the
+    /// requests waiting for this token), then decide with the same pure steps.
+    fn introspect(
+        self: &Arc<Self>,
+        owned: certbound_core::OwnedCredentials,
+        presented: Option<Thumbprint>,
+        scheme: Option<Scheme>,
+    ) -> Decision {
+        let this = Arc::clone(self);
+        Decision::Pending(Box::pin(async move {
+            let credentials = owned.as_credentials();
+            let token = credentials.token();
+            let answer = match &this.introspection {
+                Some(introspection) => introspection.answer(&this, token).await,
+                None => Err(Rejection::MalformedToken),
+            };
+            let now = (this.clock)();
+            let outcome = match this.verifier.verify(credentials, presented, now) {
+                Step::NeedIntrospection(need) => need.resume(answer),
+                Step::Accept(accepted) => Ok(accepted),
+                Step::Reject(rejection) => Err(rejection),
+                // The same token and policy ask for introspection again.
+                Step::NeedKey(_) => Err(Rejection::MalformedToken),
+            };
+            match this.finish(token, scheme, false, outcome, now) {
+                Decision::Accept(granted) => Ok(granted),
+                Decision::Reject(refused) => Err(refused),
+                Decision::Pending(replay) => replay.await,
+            }
+        }))
     }
 
     /// After the verifier's verdict: caches what was verified, runs the DPoP replay check

@@ -88,6 +88,21 @@ pub enum LayerBuildError {
         /// The issuer.
         issuer: String,
     },
+    /// The introspection endpoint could not be set up: no `introspection_endpoint` in the
+    /// issuer's metadata, unusable client credentials, or trust anchors.
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+    #[error("introspection for issuer {issuer}: {source}")]
+    Introspection {
+        /// The issuer.
+        issuer: String,
+        /// What went wrong.
+        #[source]
+        source: certbound_jwks::RemoteJwksBuildError,
+    },
+    /// [`introspect_all`](CertBoundBuilder::introspect_all) without an introspection source.
+    #[error("introspect_all needs .introspection(..) or .introspection_source(..)")]
+    NoIntrospection,
     /// [`build_static`](CertBoundBuilder::build_static) was called, but an issuer's keys come
     /// from the network (discovery or a `jwks_uri`), which only the async
     /// [`build`](CertBoundBuilder::build) fetches.
@@ -188,6 +203,21 @@ pub struct CertBoundBuilder {
     advertise_metadata: bool,
     dpop: Option<crate::Dpop>,
     public_url: Option<String>,
+    introspection: Option<IntrospectionSpec>,
+    introspect_all: bool,
+    require_introspection_audience: bool,
+    require_signed_introspection: bool,
+    introspection_cache: crate::IntrospectionCacheConfig,
+}
+
+/// Where opaque tokens are introspected.
+#[derive(Clone)]
+enum IntrospectionSpec {
+    /// An `Introspector` to build (its endpoint from the main issuer's discovery if unset).
+    #[cfg(feature = "remote")]
+    Remote(Box<certbound_jwks::IntrospectorBuilder>),
+    /// Any source given by the user.
+    Source(Arc<dyn certbound_jwks::IntrospectionSource>),
 }
 
 impl std::fmt::Debug for CertBoundBuilder {
@@ -223,6 +253,11 @@ impl Default for CertBoundBuilder {
             advertise_metadata: false,
             dpop: None,
             public_url: None,
+            introspection: None,
+            introspect_all: false,
+            require_introspection_audience: false,
+            require_signed_introspection: false,
+            introspection_cache: crate::IntrospectionCacheConfig::default(),
         }
     }
 }
@@ -378,6 +413,66 @@ impl CertBoundBuilder {
         self
     }
 
+    /// Accept opaque access tokens by asking the main issuer's introspection endpoint (RFC 7662)
+    /// with these client credentials; the endpoint comes from the issuer's discovery
+    /// (`introspection_endpoint`) unless [`endpoint`](certbound_jwks::IntrospectorBuilder::endpoint)
+    /// is set, and the trust anchors of
+    /// [`jwks_root_certificates_pem`](Self::jwks_root_certificates_pem) apply to it too.
+    /// Answers are cached; see [`introspection`](crate::introspection).
+    ///
+    /// ```no_run
+    /// use certbound::{CertBound, IntrospectionAuth, Introspector};
+    /// # async fn doc() -> Result<(), certbound::LayerBuildError> {
+    /// let auth = CertBound::builder()
+    ///     .issuer("https://auth.example.com/")
+    ///     .audience("https://api.example.com")
+    ///     .introspection(Introspector::builder().auth(IntrospectionAuth::client_secret_basic("api", "s3cret")))
+    ///     .build()
+    ///     .await?;
+    /// # let _ = auth; Ok(()) }
+    /// ```
+    #[cfg(feature = "remote")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
+    pub fn introspection(mut self, introspector: certbound_jwks::IntrospectorBuilder) -> Self {
+        self.introspection = Some(IntrospectionSpec::Remote(Box::new(introspector)));
+        self
+    }
+
+    /// Accept opaque access tokens by asking this [`IntrospectionSource`](certbound_jwks::IntrospectionSource).
+    pub fn introspection_source(
+        mut self,
+        source: impl certbound_jwks::IntrospectionSource,
+    ) -> Self {
+        self.introspection = Some(IntrospectionSpec::Source(Arc::new(source)));
+        self
+    }
+
+    /// Introspect JWTs too, not only opaque tokens (e.g. to honour revocation): every token
+    /// costs an introspection call per cache lifetime. Needs an introspection source.
+    pub fn introspect_all(mut self) -> Self {
+        self.introspect_all = true;
+        self
+    }
+
+    /// Refuse introspection responses without `aud` (by default `aud` is checked when present).
+    pub fn require_introspection_audience(mut self) -> Self {
+        self.require_introspection_audience = true;
+        self
+    }
+
+    /// Accept only RFC 9701 signed introspection responses, verified with the issuer's keys.
+    pub fn require_signed_introspection(mut self) -> Self {
+        self.require_signed_introspection = true;
+        self
+    }
+
+    /// Bounds and lifetimes of the introspection cache (default: 10,000 entries, 16 MiB,
+    /// positive answers at most 5 min, negative ones 10 s).
+    pub fn introspection_cache(mut self, config: crate::IntrospectionCacheConfig) -> Self {
+        self.introspection_cache = config;
+        self
+    }
+
     /// Replace the clock (seconds since the Unix epoch); for tests.
     pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
         self.clock = Arc::new(clock);
@@ -398,7 +493,36 @@ impl CertBoundBuilder {
             self.check_advertised_binding(spec, &source);
             keys.push(source);
         }
-        self.finish(issuers, keys)
+        let introspection = self.built_introspection(keys.first()).await?;
+        self.finish(issuers, keys, introspection)
+    }
+
+    /// The introspection source, built when it is remote.
+    async fn built_introspection(
+        &self,
+        #[allow(unused_variables)] main_keys: Option<&Arc<dyn KeySource>>,
+    ) -> Result<Option<Arc<dyn certbound_jwks::IntrospectionSource>>, LayerBuildError> {
+        match &self.introspection {
+            None => Ok(None),
+            Some(IntrospectionSpec::Source(source)) => Ok(Some(Arc::clone(source))),
+            #[cfg(feature = "remote")]
+            Some(IntrospectionSpec::Remote(builder)) => {
+                let mut builder = (**builder).clone().issuer(self.main.issuer.clone());
+                if let Some(pem) = &self.jwks_roots_pem {
+                    builder = builder.extra_root_certificates_pem(pem);
+                }
+                let metadata = main_keys.and_then(|keys| keys.issuer_metadata());
+                let built = match (builder.has_endpoint(), metadata) {
+                    (false, None) => builder.build().await,
+                    (_, metadata) => builder.build_with_metadata(metadata),
+                };
+                let introspector = built.map_err(|source| LayerBuildError::Introspection {
+                    issuer: self.main.issuer.clone(),
+                    source,
+                })?;
+                Ok(Some(Arc::new(introspector)))
+            }
+        }
     }
 
     /// Builds the layer without `async`, when every issuer's keys are given as a
@@ -416,7 +540,30 @@ impl CertBoundBuilder {
                 }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.finish(issuers, keys)
+        let introspection = match &self.introspection {
+            None => None,
+            Some(IntrospectionSpec::Source(source)) => Some(Arc::clone(source)),
+            #[cfg(feature = "remote")]
+            Some(IntrospectionSpec::Remote(builder)) => {
+                let mut builder = (**builder).clone().issuer(self.main.issuer.clone());
+                if let Some(pem) = &self.jwks_roots_pem {
+                    builder = builder.extra_root_certificates_pem(pem);
+                }
+                if !builder.has_endpoint() {
+                    return Err(LayerBuildError::NotStatic {
+                        issuer: self.main.issuer.clone(),
+                    });
+                }
+                let introspector = builder.build_with_metadata(None).map_err(|source| {
+                    LayerBuildError::Introspection {
+                        issuer: self.main.issuer.clone(),
+                        source,
+                    }
+                })?;
+                Some(Arc::new(introspector) as Arc<dyn certbound_jwks::IntrospectionSource>)
+            }
+        };
+        self.finish(issuers, keys, introspection)
     }
 
     /// Checks the configuration and makes one token policy per issuer (main first).
@@ -463,7 +610,11 @@ impl CertBoundBuilder {
         self,
         issuers: Issuers,
         keys: Vec<Arc<dyn KeySource>>,
+        introspection: Option<Arc<dyn certbound_jwks::IntrospectionSource>>,
     ) -> Result<CertBoundLayer, LayerBuildError> {
+        if introspection.is_none() && self.introspect_all {
+            return Err(LayerBuildError::NoIntrospection);
+        }
         let Issuers { realm, policies } = issuers;
         let mut metadata = crate::metadata::ResourceMetadata::new(
             self.resource
@@ -484,6 +635,14 @@ impl CertBoundBuilder {
             }
             metadata = metadata.dpop_signing_algs(dpop.algs());
         }
+        if introspection.is_some() {
+            verifier = verifier.introspection(
+                certbound_core::IntrospectionPolicy::default()
+                    .introspect_all(self.introspect_all)
+                    .require_audience(self.require_introspection_audience)
+                    .require_signed_response(self.require_signed_introspection),
+            );
+        }
         Ok(CertBoundLayer {
             auth: Arc::new(Authenticator {
                 id: crate::token::LayerId::next(),
@@ -502,6 +661,9 @@ impl CertBoundBuilder {
                 dpop_algs: self.dpop.as_ref().map(crate::Dpop::algs),
                 replay: self.dpop.as_ref().map(|d| Arc::clone(&d.replay)),
                 public_url: self.public_url,
+                introspection: introspection.map(|source| {
+                    crate::introspection::Introspection::new(source, self.introspection_cache)
+                }),
             }),
         })
     }

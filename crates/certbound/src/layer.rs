@@ -165,6 +165,14 @@ impl CertBoundLayer {
         &self.auth.metadata
     }
 
+    /// The introspection cache's counters (`None` without introspection).
+    pub fn introspection_stats(&self) -> Option<crate::introspection::IntrospectionStats> {
+        self.auth
+            .introspection
+            .as_ref()
+            .map(crate::introspection::Introspection::stats)
+    }
+
     /// How full the verified-token cache is (`None` when it is switched off).
     pub fn token_cache_stats(&self) -> Option<crate::cache::TokenCacheStats> {
         self.auth
@@ -386,6 +394,8 @@ pub mod metric_names {
     pub const REPLAY_STORE_ERRORS: &str = "certbound_replay_store_errors_total";
     /// Counter: token signatures verified (a verified-token cache hit verifies none).
     pub const SIGNATURE_VERIFICATIONS: &str = "certbound_signature_verifications_total";
+    /// Counter: calls to the token introspection endpoint (a cache hit makes none).
+    pub const INTROSPECTIONS: &str = "certbound_introspections_total";
 }
 
 fn record_acceptance(span: &tracing::Span, token: &VerifiedToken) {

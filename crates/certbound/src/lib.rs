@@ -43,7 +43,7 @@
 //! | feature  | default | what it adds |
 //! |----------|---------|--------------|
 //! | `axum`   | on      | axum extractors for [`VerifiedToken`], `IntoResponse` for [`RejectionResponse`], and `ConnectInfo<PeerCertificate>` / `ConnectInfo<SocketAddr>` as sources of the client certificate and peer address. |
-//! | `remote` | on      | keys over the network: [`.issuer(url)`](CertBoundBuilder::issuer) discovery, `.jwks_uri(url)` and `RemoteJwks` (certbound-jwks' `remote` feature: reqwest + rustls, cached, rotated, stale-if-error). Without it no HTTP client is compiled; every issuer needs a [`.key_source(..)`](CertBoundBuilder::key_source), and an issuer left to discovery fails the build with [`LayerBuildError::RemoteDisabled`]. |
+//! | `remote` | on      | keys over the network: [`.issuer(url)`](CertBoundBuilder::issuer) discovery, `.jwks_uri(url)` and `RemoteJwks` (certbound-jwks' `remote` feature: reqwest + rustls, cached, rotated, stale-if-error), and opaque tokens by introspection with an `Introspector` ([`.introspection(..)`](CertBoundBuilder::introspection); without the feature, [`.introspection_source(..)`](CertBoundBuilder::introspection_source) takes any `IntrospectionSource`). Without it no HTTP client is compiled; every issuer needs a [`.key_source(..)`](CertBoundBuilder::key_source), and an issuer left to discovery fails the build with [`LayerBuildError::RemoteDisabled`]. |
 //! | `tonic`  | off     | the client certificate from tonic's own `transport::Server` TLS (`ServerTlsConfig`): the layer reads tonic's `TlsConnectInfo<TcpConnectInfo>` request extension (and `TcpConnectInfo` for the peer address behind a proxy). |
 //!
 //! A server with static keys and no axum:
@@ -64,6 +64,7 @@ pub mod dpop;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod extract;
+pub mod introspection;
 pub mod layer;
 pub mod metadata;
 pub mod replay;
@@ -83,11 +84,13 @@ pub use certbound_core::{
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
 pub use certbound_jwks::RemoteJwks;
+pub use certbound_jwks::{IntrospectionReply, IntrospectionSource};
 pub use certbound_jwks::{KeySource, StaticJwks};
 pub use dpop::Dpop;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub use extract::TokenRejection;
+pub use introspection::{IntrospectionCacheConfig, IntrospectionStats};
 pub use layer::{CertBound, CertBoundLayer, ResponseFuture};
 pub use response::{rejection_response, rejection_response_with, RejectionResponse};
 pub use token::{NoCustomClaims, VerifiedToken};
@@ -95,7 +98,10 @@ pub use wiring::WiringError;
 
 #[cfg(feature = "remote")]
 #[cfg_attr(docsrs, doc(cfg(feature = "remote")))]
-pub use certbound_jwks::{IssuerMetadata, JwksStats, RemoteJwksBuilder};
+pub use certbound_jwks::{
+    IntrospectionAuth, Introspector, IntrospectorBuilder, IssuerMetadata, JwksStats,
+    RemoteJwksBuilder,
+};
 /// Mutual-TLS server configurations, the listener that attaches [`tls::PeerCertificate`], and
 /// [`tls::serve`] with HTTP timeouts.
 pub use certbound_tls as tls;

@@ -130,9 +130,15 @@ impl<C> VerifiedToken<C> {
     pub fn kid(&self) -> Option<&str> {
         self.claims.kid()
     }
-    /// The signature algorithm.
-    pub fn alg(&self) -> Algorithm {
+    /// The signature algorithm: the token's, or for an opaque token that of the issuer's
+    /// RFC 9701 signed introspection response (`None` for a plain JSON one).
+    pub fn alg(&self) -> Option<Algorithm> {
         self.claims.alg()
+    }
+    /// Whether the claims come from the issuer's introspection endpoint (an opaque token, or
+    /// every token with `introspect_all`).
+    pub fn is_introspected(&self) -> bool {
+        self.claims.is_introspected()
     }
     /// Every claim, as sent by the issuer.
     pub fn all_claims(&self) -> &Map<String, Value> {

@@ -200,6 +200,8 @@ impl RemoteJwksBuilder {
             timeout: self.timeout,
             max_body: self.max_response_size,
             https_only: configured.scheme() == "https",
+            identity: None,
+            keep_alive: false,
         })?;
         let (jwks_uri, metadata) = match &source {
             Source::Issuer(issuer) => {

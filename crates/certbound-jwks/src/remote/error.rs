@@ -183,6 +183,20 @@ pub enum RemoteJwksBuildError {
         /// Where the metadata came from.
         metadata_url: String,
     },
+    /// No introspection endpoint: none was configured, and the issuer's metadata has no
+    /// `introspection_endpoint`.
+    #[error(
+        "no token introspection endpoint: the metadata at {metadata_url} has no \
+         introspection_endpoint; configure its URL"
+    )]
+    NoIntrospectionEndpoint {
+        /// Where the metadata came from.
+        metadata_url: String,
+    },
+    /// The introspection client credentials are missing or unusable (a key or certificate
+    /// that does not parse).
+    #[error("introspection client credentials: {0}")]
+    ClientCredentials(String),
     /// The first key fetch failed and [`require_initial_keys`](super::RemoteJwksBuilder::require_initial_keys) is set.
     #[error("initial key fetch failed: {0}")]
     InitialFetch(#[source] FetchError),

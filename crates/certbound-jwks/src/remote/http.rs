@@ -5,11 +5,11 @@ use std::error::Error as StdError;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, ACCEPT, AGE, CACHE_CONTROL};
+use reqwest::header::{HeaderValue, ACCEPT, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{FetchError, RemoteJwksBuildError};
 
@@ -39,6 +39,19 @@ pub(crate) struct HttpConfig<'a> {
     pub timeout: Duration,
     pub max_body: usize,
     pub https_only: bool,
+    /// This client's own certificate chain and key, for mutual TLS (`tls_client_auth`).
+    pub identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    /// Keep connections open between requests (introspection: many requests a second; JWKS:
+    /// minutes apart, so never).
+    pub keep_alive: bool,
+}
+
+/// Any answer to a POST, its body read in full (within the limit).
+#[derive(Debug)]
+pub(crate) struct Posted {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
 }
 
 impl HttpClient {
@@ -72,11 +85,16 @@ impl HttpClient {
             return Err(RemoteJwksBuildError::NoTrustAnchors);
         }
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(RemoteJwksBuildError::Tls)?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut tls = match &config.identity {
+            None => builder.with_no_client_auth(),
+            Some((chain, key)) => builder
+                .with_client_auth_cert(chain.clone(), key.clone_key())
+                .map_err(RemoteJwksBuildError::Tls)?,
+        };
         tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
 
         let client = reqwest::Client::builder()
@@ -87,7 +105,8 @@ impl HttpClient {
             .redirect(reqwest::redirect::Policy::limited(5))
             // Fetches are minutes apart: a kept-alive connection saves nothing and, after an
             // issuer restart, fails the next request. Every fetch gets a fresh connection.
-            .pool_max_idle_per_host(0)
+            // Introspection keeps a few idle connections (every cache miss is a request).
+            .pool_max_idle_per_host(if config.keep_alive { 8 } else { 0 })
             .user_agent(concat!("certbound-jwks/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| RemoteJwksBuildError::HttpClient(Box::new(e)))?;
@@ -134,21 +153,78 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
 
-        let capacity = announced.map_or(8 * 1024, |len| {
-            usize::try_from(len).unwrap_or(self.max_body)
-        });
-        let mut body = Vec::with_capacity(capacity.min(self.max_body));
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len().saturating_add(chunk.len()) > self.max_body {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = self.read_body(url, &mut response).await?;
         Ok(Fetched {
             status,
             body,
             cache_control,
             age,
+        })
+    }
+}
+
+impl HttpClient {
+    /// Reads a response body of at most `max_body` bytes, whatever `Content-Length` says.
+    async fn read_body(
+        &self,
+        url: &Url,
+        response: &mut reqwest::Response,
+    ) -> Result<Vec<u8>, FetchError> {
+        let too_large = || FetchError::TooLarge {
+            url: url.to_string(),
+            limit: self.max_body,
+        };
+        let announced = response.content_length();
+        if announced.is_some_and(|len| len > self.max_body as u64) {
+            return Err(too_large());
+        }
+        let capacity = announced.map_or(8 * 1024, |len| {
+            usize::try_from(len).unwrap_or(self.max_body)
+        });
+        let mut body = Vec::with_capacity(capacity.min(self.max_body));
+        while let Some(chunk) = response.chunk().await.map_err(|e| classify(url, e))? {
+            if body.len().saturating_add(chunk.len()) > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    /// POSTs `form` (`application/x-www-form-urlencoded`) to `url`, with an `Authorization`
+    /// header when given, and returns whatever status came back with its body (within the
+    /// limit). No redirects are followed for a POST by reqwest's policy beyond 307/308.
+    pub async fn post_form(
+        &self,
+        url: &Url,
+        form: String,
+        authorization: Option<&HeaderValue>,
+        accept: &'static str,
+    ) -> Result<Posted, FetchError> {
+        let mut request = self
+            .client
+            .post(url.clone())
+            .header(ACCEPT, HeaderValue::from_static(accept))
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            )
+            .body(form);
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value.clone());
+        }
+        let mut response = request.send().await.map_err(|e| classify(url, e))?;
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = self.read_body(url, &mut response).await?;
+        Ok(Posted {
+            status,
+            content_type,
+            body,
         })
     }
 }

@@ -62,6 +62,7 @@ mod discovery;
 mod error;
 mod freshness;
 mod http;
+mod introspect;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -80,6 +81,10 @@ use tokio::time::Instant;
 pub use builder::RemoteJwksBuilder;
 pub use discovery::IssuerMetadata;
 pub use error::{FetchError, RemoteJwksBuildError};
+pub use introspect::{
+    IntrospectionAuth, Introspector, IntrospectorBuilder, DEFAULT_INTROSPECTION_CONNECT_TIMEOUT,
+    DEFAULT_INTROSPECTION_MAX_RESPONSE, DEFAULT_INTROSPECTION_TIMEOUT,
+};
 
 use self::freshness::{later, CachePolicy};
 use self::http::HttpClient;

@@ -68,7 +68,7 @@ pub mod server;
 
 pub use config::{server_config, ClientAuth};
 pub use error::TlsError;
-pub use listener::{ListenerStats, TlsConnection, TlsListener};
+pub use listener::{ListenerStats, ServerConfigHandle, TlsConnection, TlsListener};
 pub use peer::PeerCertificate;
 pub use pem::{load_ca_roots, load_certs, load_crls, load_private_key};
 pub use plain::{PlainConnection, PlainListener};

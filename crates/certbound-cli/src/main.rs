@@ -19,6 +19,7 @@ mod certs;
 mod dev_pki;
 mod dpop;
 mod inspect;
+mod serve;
 mod thumbprint;
 mod time;
 
@@ -60,7 +61,23 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Put certbound in front of any backend: a sidecar proxy (--upstream URL) or an edge
+    /// proxy's forward-auth endpoint (--forward-auth).
+    #[command(long_about = SERVE_ABOUT)]
+    Serve(Box<serve::Args>),
 }
+
+const SERVE_ABOUT: &str = "Put certbound in front of any backend.\n\n\
+With --upstream URL it is a sidecar: it terminates mutual TLS (RFC 8705, both modes, CRLs), \
+checks every request's access token exactly as the certbound layer does — JWT, binding to the \
+client certificate or DPoP key (RFC 9449), scopes — and forwards only accepted requests to the \
+upstream, with X-Certbound-Subject, -Client-Id, -Scope, -Issuer and RFC 9440 Client-Cert \
+headers (any copies the client sent are removed). Rejected requests get the RFC 6750 / RFC 9449 \
+answer and never reach the upstream.\n\n\
+With --forward-auth it answers nginx auth_request, Traefik forwardAuth and Caddy forward_auth \
+subrequests about the original request (X-Original-Method/-URI or X-Forwarded-Method/-Uri), \
+trusted only from --trusted-proxy peers: 200 with the identity headers, or 401/403 with \
+WWW-Authenticate.";
 
 /// A usage or input error: one line on stderr, exit code 2.
 #[derive(Debug)]
@@ -92,6 +109,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Dpop { command } => dpop::run(command),
         Command::DevPki { dir, force } => dev_pki::run(dir, force),
+        Command::Serve(args) => serve::run(*args),
     };
     match outcome {
         Ok(code) => code,

@@ -277,6 +277,7 @@ impl Served {
                 Ok(line) => line,
                 Err(_) => {
                     let _ = child.kill();
+                    let _ = child.wait();
                     panic!(
                         "certbound serve did not start: {}",
                         std::fs::read_to_string(&stderr_path).unwrap_or_default()

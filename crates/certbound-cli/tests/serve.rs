@@ -342,3 +342,67 @@ async fn admin_endpoints_and_json_logs() {
         assert!(value.get("level").is_some(), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_paths_and_required_scopes() {
+    let setup = Setup::new("sidecar-rules");
+    let echo = Echo::start(Duration::ZERO).await;
+    let served = sidecar(
+        &setup,
+        &echo.url(),
+        &[
+            "--public-path",
+            "/health",
+            "--path-scope",
+            "/admin=admin:write",
+            "--path-scope",
+            "/orders=orders:read",
+        ],
+    );
+    let token = setup.token_for(&setup.pki.client_a); // scope "orders:read orders:write"
+    let anonymous = setup.client(None);
+    let a = setup.client(Some(&setup.pki.client_a));
+
+    // A public path: no token needed, and no identity reaches the upstream — not even a forged one.
+    let res = anonymous
+        .get(served.url("/health/live"))
+        .header("x-certbound-subject", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(echo.last().headers.get("x-certbound-subject").is_none());
+    let forwarded = echo.count();
+    // Only on segment boundaries.
+    let res = anonymous.get(served.url("/healthz")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    // A scope the token has: forwarded with the identity.
+    let res = a
+        .get(served.url("/orders/7"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(echo.last().headers["x-certbound-subject"], "user-123");
+    // A scope it lacks: 403 insufficient_scope naming it, nothing forwarded.
+    let res = a
+        .get(served.url("/admin/users"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let challenge = res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        challenge.contains("insufficient_scope") && challenge.contains("scope=\"admin:write\""),
+        "{challenge}"
+    );
+    // Everything else still needs a token.
+    let res = anonymous.get(served.url("/other")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(echo.count(), forwarded + 1);
+}

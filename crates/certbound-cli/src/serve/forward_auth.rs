@@ -142,9 +142,10 @@ fn ready(response: Response<Body>) -> BoxFuture<Result<Response<Body>, Infallibl
     Box::pin(std::future::ready(Ok(response)))
 }
 
-/// Inside the layer: 200 with the identity headers of the verified token.
+/// Inside the layer: 200 with the identity headers of the verified token. `Allow(true)`, for a
+/// public path, answers 200 without a token and without identity headers.
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Allow;
+pub(crate) struct Allow(pub(crate) bool);
 
 impl<B> Service<Request<B>> for Allow {
     type Response = Response<Body>;
@@ -156,6 +157,9 @@ impl<B> Service<Request<B>> for Allow {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if self.0 {
+            return std::future::ready(Ok(Response::new(empty())));
+        }
         let Some(token) = req.extensions().get::<VerifiedToken>() else {
             tracing::error!(
                 "a forward-auth request was answered without a verified token; the certbound \

@@ -17,12 +17,14 @@ mod admin;
 mod forward_auth;
 mod headers;
 mod proxy;
+mod rules;
 mod setup;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use certbound::tls::{Accept, PlainListener, ServerConfigHandle, TlsListener};
@@ -87,6 +89,15 @@ pub(crate) struct Args {
     /// How often the certificate files are checked for changes (0 = only on SIGHUP).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     reload_interval: Duration,
+    /// A path prefix that needs no token (repeatable; e.g. /health): forwarded without identity
+    /// headers (sidecar) or answered 200 (forward-auth). Matched on segment boundaries; a path
+    /// with dot segments or encoded slashes never matches it.
+    #[arg(long, value_name = "PREFIX")]
+    public_path: Vec<String>,
+    /// Scopes a path prefix requires, PREFIX=SCOPE[,SCOPE…] (repeatable; the longest prefix
+    /// wins): 403 insufficient_scope without them.
+    #[arg(long, value_name = "PREFIX=SCOPES")]
+    path_scope: Vec<String>,
     /// Check the configuration (files, keys — fetched from the issuer —, upstream) and exit:
     /// 0 when it is valid, 2 with the first problem otherwise.
     #[arg(long)]
@@ -168,6 +179,7 @@ async fn serve(args: Args) -> Outcome {
             ))
         }
     };
+    let rules = rules::PathRules::parse(&args.public_path, &args.path_scope)?;
     let builder = args.layer.layer_builder()?;
     let tls = args.layer.tls_config()?;
 
@@ -219,7 +231,7 @@ async fn serve(args: Args) -> Outcome {
                 args.reload_interval,
             );
             println!("listening on https://{}", listener.local_addr());
-            run_mode(listener, mode, layer, trusted, &args, &health, drain).await
+            run_mode(listener, mode, layer, rules, trusted, &args, &health, drain).await
         }
         (None, mode) => {
             let listener = PlainListener::bind(listen)
@@ -227,15 +239,17 @@ async fn serve(args: Args) -> Outcome {
                 .map_err(|e| Fatal::new(format!("--listen {listen}: {e}")))?
                 .trusted_proxies(trusted.iter().copied());
             println!("listening on http://{}", listener.local_addr());
-            run_mode(listener, mode, layer, trusted, &args, &health, drain).await
+            run_mode(listener, mode, layer, rules, trusted, &args, &health, drain).await
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_mode<L: Accept>(
     listener: L,
     mode: Mode,
     layer: CertBoundLayer,
+    rules: rules::PathRules,
     trusted: Vec<certbound::IpCidr>,
     args: &Args,
     health: &admin::Health,
@@ -249,15 +263,95 @@ async fn run_mode<L: Accept>(
                 response: args.upstream_timeout,
             };
             let proxy = proxy::Proxy::new(upstream, timeouts, trusted);
-            let service = tower_layer::Layer::layer(&layer, proxy);
+            if rules.is_empty() {
+                let service = tower_layer::Layer::layer(&layer, proxy);
+                return run_server(listener, service, health, drain).await;
+            }
+            let service = Routed::new(&rules, &layer, |access| match access {
+                rules::Access::Public => Boxed::new(proxy.public()),
+                rules::Access::Scopes(_) => Boxed::new(proxy.clone()),
+            });
             run_server(listener, service, health, drain).await
         }
         Mode::ForwardAuth => {
             tracing::info!("forward-auth: answering the edge's auth subrequests");
-            let allow = tower_layer::Layer::layer(&layer, forward_auth::Allow);
-            let service = forward_auth::OriginalRequest::new(allow, trusted);
+            if rules.is_empty() {
+                let allow = tower_layer::Layer::layer(&layer, forward_auth::Allow(false));
+                let service = forward_auth::OriginalRequest::new(allow, trusted);
+                return run_server(listener, service, health, drain).await;
+            }
+            let routed = Routed::new(&rules, &layer, |access| match access {
+                rules::Access::Public => Boxed::new(forward_auth::Allow(true)),
+                rules::Access::Scopes(_) => Boxed::new(forward_auth::Allow(false)),
+            });
+            let service = forward_auth::OriginalRequest::new(routed, trusted);
             run_server(listener, service, health, drain).await
         }
+    }
+}
+
+/// A service of either mode, type-erased for [`Routed`].
+type Boxed = tower::util::BoxCloneService<Request<Incoming>, Response<Body>, Infallible>;
+
+/// Dispatches each request by the [`rules::PathRules`] of its path: a public rule's service
+/// without the layer; a scope rule's inside the layer and its scope check; every other path
+/// inside the layer.
+#[derive(Clone)]
+struct Routed {
+    rules: Arc<rules::PathRules>,
+    /// One per rule, in the rules' order.
+    services: Vec<Boxed>,
+    default: Boxed,
+}
+
+impl Routed {
+    /// `inner(access)` is the service behind each rule (the layer is added here).
+    fn new(
+        rules: &rules::PathRules,
+        layer: &CertBoundLayer,
+        inner: impl Fn(&rules::Access) -> Boxed,
+    ) -> Self {
+        use tower_layer::Layer as _;
+        let services = rules
+            .rules()
+            .iter()
+            .map(|(_, access)| match access {
+                rules::Access::Public => inner(access),
+                rules::Access::Scopes(scopes) => Boxed::new(
+                    layer.layer(layer.require_scopes(scopes.clone()).layer(inner(access))),
+                ),
+            })
+            .collect();
+        let default = Boxed::new(layer.layer(inner(&rules::Access::Scopes(Vec::new()))));
+        Self {
+            rules: Arc::new(rules.clone()),
+            services,
+            default,
+        }
+    }
+}
+
+impl Service<Request<Incoming>> for Routed {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        use tower::ServiceExt as _;
+        let service = match self.rules.lookup(req.uri().path()) {
+            Some(i) => self.services.get(i).unwrap_or(&self.default),
+            None => &self.default,
+        };
+        Box::pin(service.clone().oneshot(req))
     }
 }
 

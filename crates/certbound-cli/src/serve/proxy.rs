@@ -174,6 +174,8 @@ pub(crate) struct Timeouts {
 pub(crate) struct Proxy {
     client: Client<HttpConnector, Incoming>,
     inner: Arc<Inner>,
+    /// A public path (`--public-path`): forwarded without a token and without identity.
+    public: bool,
 }
 
 struct Inner {
@@ -203,6 +205,16 @@ impl Proxy {
                 timeouts,
                 trusted_proxies,
             }),
+            public: false,
+        }
+    }
+
+    /// The same proxy for public paths: no token needed, no identity headers added (the
+    /// client's copies are still removed).
+    pub(crate) fn public(&self) -> Self {
+        Self {
+            public: true,
+            ..self.clone()
         }
     }
 }
@@ -219,24 +231,27 @@ impl Service<Request<Incoming>> for Proxy {
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let client = self.client.clone();
         let inner = Arc::clone(&self.inner);
-        Box::pin(async move { Ok(forward(&client, &inner, req).await) })
+        let public = self.public;
+        Box::pin(async move { Ok(forward(&client, &inner, public, req).await) })
     }
 }
 
 async fn forward(
     client: &Client<HttpConnector, Incoming>,
     inner: &Inner,
+    public: bool,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
-    let Some(token) = parts.extensions.remove::<VerifiedToken>() else {
+    let token = parts.extensions.remove::<VerifiedToken>();
+    if token.is_none() && !public {
         // Only reachable if the proxy were served without the layer in front of it.
         tracing::error!(
             "a request reached the upstream proxy without a verified token; the certbound \
              layer must wrap the proxy (never forwarded)"
         );
         return status(StatusCode::INTERNAL_SERVER_ERROR, "");
-    };
+    }
     let peer = parts.extensions.get::<PeerCertificate>();
     let upstream = &inner.upstream;
     let uri = match upstream.uri_for(parts.uri.path_and_query()) {
@@ -256,9 +271,11 @@ async fn forward(
         };
         headers::append_forwarded(&mut parts.headers, &hop);
     }
-    let leaf = peer.and_then(PeerCertificate::certificate).map(|c| c.der());
-    for (name, value) in headers::identity(&token, leaf) {
-        parts.headers.insert(name, value);
+    if let Some(token) = &token {
+        let leaf = peer.and_then(PeerCertificate::certificate).map(|c| c.der());
+        for (name, value) in headers::identity(token, leaf) {
+            parts.headers.insert(name, value);
+        }
     }
     // The client sets Host from the upstream URI.
     parts.headers.remove(http::header::HOST);

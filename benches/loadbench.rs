@@ -184,6 +184,11 @@ fn main() -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| target_dir(&root).join("loadbench"));
     std::fs::create_dir_all(&out_dir)?;
+    if opts.sidecar {
+        let out_dir = out_dir.join("sidecar");
+        std::fs::create_dir_all(&out_dir)?;
+        return sidecar(&opts, &root, &out_dir);
+    }
     let peers_exe = if opts.no_peers {
         None
     } else {
@@ -198,11 +203,6 @@ fn main() -> Result<(), Error> {
             "peers",
         )?)
     };
-    if opts.sidecar {
-        let out_dir = out_dir.join("sidecar");
-        std::fs::create_dir_all(&out_dir)?;
-        return sidecar(&opts, &root, &out_dir);
-    }
     let started = Instant::now();
 
     let dev_dir = std::env::temp_dir().join(format!("certbound-loadbench-{}", std::process::id()));

@@ -182,6 +182,11 @@ impl Reply {
         let body: Value = serde_json::from_str(&self.body).unwrap();
         assert_eq!(body["sub"], "user-123", "{case}");
         assert_eq!(body["thumbprint"], Value::Null, "{case}: no certificate");
+        assert_eq!(
+            body["jkt"].as_str().map(str::len),
+            Some(43),
+            "{case}: the DPoP key's thumbprint"
+        );
     }
 
     /// Refused for `want`: its status, one challenge in `scheme` (a DPoP one names the
@@ -810,6 +815,7 @@ async fn a_token_bound_to_a_certificate_and_a_key_needs_both() {
     assert_eq!(r.status, 200, "{r:?}");
     let body: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(body["thumbprint"], cert_a.to_string());
+    assert_eq!(body["jkt"], s.client.jkt().to_string());
     use Rejection::*;
     s.send_to(&with_b, &s.url, Some(&dpop), &[&proof()], &[])
         .await

@@ -26,6 +26,7 @@ async fn bound_token_with_its_certificate_is_accepted_and_the_handler_sees_the_c
         body["thumbprint"],
         thumbprint(&api.pki.client_a).to_string()
     );
+    assert!(body["jkt"].is_null(), "not bound to a DPoP key: {body}");
 }
 
 #[tokio::test]

@@ -28,13 +28,16 @@ pub fn routes(auth: CertBoundLayer) -> Router {
         .merge(protected)
 }
 
-/// What the protected route answers: who the token is for and what it is bound to.
+/// What the protected route answers: who the token is for and what it is bound to (a
+/// certificate, a DPoP key, or both).
 async fn hello(token: VerifiedToken) -> Json<Value> {
     Json(json!({
         "sub": token.sub(),
         "client_id": token.client_id(),
         "scope": token.scope(),
+        // cnf."x5t#S256": the certificate the token is bound to; cnf.jkt: the DPoP key.
         "thumbprint": token.thumbprint().map(ToString::to_string),
+        "jkt": token.confirmation().jwk_thumbprint().map(ToString::to_string),
     }))
 }
 

@@ -27,9 +27,9 @@ pub(crate) fn run(dir: Option<PathBuf>, force: bool) -> Outcome {
         DevPki::load_or_create(dir).map_err(fail)?
     };
     if created {
-        println!("created a dev PKI in {}:", dir.display());
+        crate::outln!("created a dev PKI in {}:", dir.display());
     } else {
-        println!(
+        crate::outln!(
             "reusing the dev PKI in {} (nothing written; --force makes a new one):",
             dir.display()
         );
@@ -53,10 +53,10 @@ pub(crate) fn run(dir: Option<PathBuf>, force: bool) -> Outcome {
         } else {
             format!("{name}.pem/.key")
         };
-        println!("  {files:28}  {} — {what}", cert.subject);
-        println!("  {:28}  x5t#S256 {}", "", cert.thumbprint);
+        crate::outln!("  {files:28}  {} — {what}", cert.subject);
+        crate::outln!("  {:28}  x5t#S256 {}", "", cert.thumbprint);
     }
-    println!(
+    crate::outln!(
         "next: certbound thumbprint {}",
         pki.cert_path("client-a").display()
     );

@@ -116,14 +116,14 @@ fn key(args: KeyArgs) -> Outcome {
             .map_err(|e| Fatal::new(format!("--out: {e}")))?;
         (key, "new")
     };
-    println!(
+    crate::outln!(
         "key   {} ({:?}, PKCS#8 PEM, mode 0600; {state})",
         path.display(),
         key.alg()
     );
-    println!("jkt   {}", key.jkt());
-    println!("jwk   {}", key.public_jwk());
-    println!(
+    crate::outln!("jkt   {}", key.jkt());
+    crate::outln!("jwk   {}", key.public_jwk());
+    crate::outln!(
         "next  have the authorization server bind tokens to this key (cnf.jkt), then:\n      \
          certbound dpop proof --key {} --method GET --url URL --token TOKEN",
         path.display()
@@ -154,7 +154,7 @@ fn proof(args: ProofArgs) -> Outcome {
     let proof = key
         .proof(&args.method, htu, token.as_deref(), args.nonce.as_deref())
         .map_err(|e| Fatal::new(format!("cannot sign the proof: {e}")))?;
-    println!("{proof}");
+    crate::outln!("{proof}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -82,11 +82,11 @@ pub(crate) struct Args {
 const LABEL: usize = 9;
 
 fn row(label: &str, text: impl Display) {
-    println!("{label:LABEL$} {text}");
+    crate::outln!("{label:LABEL$} {text}");
 }
 
 fn more(text: impl Display) {
-    println!("{:LABEL$} {text}", "");
+    crate::outln!("{:LABEL$} {text}", "");
 }
 
 /// What `cnf` says, read the way the layer reads it.
@@ -224,7 +224,7 @@ pub(crate) fn run(args: Args) -> Outcome {
     };
 
     // 4. The verdict.
-    println!();
+    crate::outln!();
     let Some(keys) = keys else {
         row(
             "verdict",
@@ -523,7 +523,7 @@ fn show_binding(
     if matches!(cx.bound, Bound::Unknown) && presented.is_none() && cx.proof.is_none() {
         return None;
     }
-    println!();
+    crate::outln!();
     let mut label = "binding";
     let mut next = |text: String| {
         row(label, text);
@@ -662,7 +662,7 @@ fn show_proof(
         .and_then(|h| h.get("jwk"))
         .and_then(Value::as_object)
         .and_then(jwk_thumbprint);
-    println!();
+    crate::outln!();
     let (Some(header), Some(claims)) = (header, claims) else {
         row(
             "proof",

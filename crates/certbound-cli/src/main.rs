@@ -79,6 +79,36 @@ subrequests about the original request (X-Original-Method/-URI or X-Forwarded-Me
 trusted only from --trusted-proxy peers: 200 with the identity headers, or 401/403 with \
 WWW-Authenticate.";
 
+/// `println!` that survives a closed stdout: `certbound … | head -1` ends quietly (exit 0) when
+/// the reader has gone, instead of panicking; any other write error is exit 2.
+macro_rules! outln {
+    () => {
+        $crate::write_stdout(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// One line on stdout (see [`outln!`]).
+pub(crate) fn write_stdout(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// A usage or input error: one line on stderr, exit code 2.
 #[derive(Debug)]
 pub(crate) struct Fatal(pub(crate) String);

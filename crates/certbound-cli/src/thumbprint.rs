@@ -27,14 +27,14 @@ pub(crate) fn run(args: &Args) -> Outcome {
     let width = rows.iter().map(|(label, _)| label.len()).max().unwrap_or(0);
     for (label, cert) in &rows {
         if args.raw {
-            println!("{}", cert.thumbprint);
+            crate::outln!("{}", cert.thumbprint);
         } else {
             let self_signed = if cert.self_issued {
                 "  (self-signed)"
             } else {
                 ""
             };
-            println!(
+            crate::outln!(
                 "{label:width$}  x5t#S256 {}  sha256 {}  subject {}{self_signed}",
                 cert.thumbprint,
                 cert.thumbprint.to_hex(),

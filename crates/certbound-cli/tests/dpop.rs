@@ -638,3 +638,21 @@ fn inspect_of_bad_proofs_gives_the_layers_reason_code() {
     run.line_with(&["verdict", "REFUSED: dpop_key_mismatch"]);
     run.line_with(&["hint", "no cnf.jkt"]);
 }
+
+/// `certbound dpop key | head -0`: the reader is gone before the first line; the command ends
+/// quietly (exit 0, nothing on stderr) instead of panicking on the broken pipe.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args(["dpop", "key"])
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}

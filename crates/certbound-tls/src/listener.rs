@@ -10,7 +10,7 @@
 //! |---|---|---|---|
 //! | ClientHello deadline | 3 s | [`client_hello_timeout`](TlsListener::client_hello_timeout) | closed, counted in [`ListenerStats::client_hello_timeouts`] |
 //! | whole handshake | 10 s | [`handshake_timeout`](TlsListener::handshake_timeout) | closed, counted in [`ListenerStats::handshakes_timed_out`] |
-//! | handshakes in progress from one IP address | 64 | [`max_pending_handshakes_per_ip`](TlsListener::max_pending_handshakes_per_ip) | closed at once, counted in [`ListenerStats::per_ip_limit_rejections`] |
+//! | handshakes in progress from one IP address (IPv6: one /64) | 64 | [`max_pending_handshakes_per_ip`](TlsListener::max_pending_handshakes_per_ip) | closed at once, counted in [`ListenerStats::per_ip_limit_rejections`] |
 //! | handshakes in progress, all addresses | 1,024 | [`max_pending_handshakes`](TlsListener::max_pending_handshakes) | waits in the kernel's backlog |
 //! | open connections (handshaking or established) | 10,000 | [`max_connections`](TlsListener::max_connections) | waits in the kernel's backlog; counted in [`ListenerStats::connection_limit_waits`] |
 //!
@@ -516,10 +516,12 @@ impl PendingByIp {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes a slot for `ip` (an IPv4-mapped IPv6 address counts as the IPv4 address), or
-    /// `None` when that address is at the limit.
+    /// Takes a slot for `ip`, or `None` when its network is at the limit. An IPv4 address
+    /// (or IPv4-mapped IPv6 address) counts alone; an IPv6 address counts as its whole /64,
+    /// because one host is usually given a whole /64 and could otherwise pick a fresh address
+    /// for every connection.
     pub(crate) fn take(this: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
-        let ip = ip.to_canonical();
+        let ip = client_network(ip);
         let mut table = this.lock();
         let count = table.entry(ip).or_insert(0);
         if *count >= this.max {
@@ -530,6 +532,17 @@ impl PendingByIp {
             pending: this.clone(),
             ip,
         })
+    }
+}
+
+/// The key the per-address limits count under: the IPv4 address, or the IPv6 /64.
+fn client_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
     }
 }
 
@@ -968,6 +981,27 @@ mod tests {
         drop(first);
         assert!(PendingByIp::take(&pending, mapped).is_some()); // taken and dropped at once
         drop((second, third));
+        assert!(pending.lock().is_empty());
+    }
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_whole_slash_64() {
+        let pending = Arc::new(PendingByIp::new(2));
+        // Two addresses of one /64 (a host that picks a fresh address per connection) share
+        // the limit; the neighbouring /64 does not.
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:fffe".parse().unwrap();
+        let neighbour: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        let slots = [
+            PendingByIp::take(&pending, a),
+            PendingByIp::take(&pending, b),
+        ];
+        assert!(slots.iter().all(Option::is_some));
+        assert!(PendingByIp::take(&pending, "2001:db8:1:2::99".parse().unwrap()).is_none());
+        let other = PendingByIp::take(&pending, neighbour);
+        assert!(other.is_some());
+        assert_eq!(pending.lock().len(), 2);
+        drop((slots, other));
         assert!(pending.lock().is_empty());
     }
 }

@@ -50,7 +50,7 @@
 //!
 //! | limit | default | setter | what happens to a client over it |
 //! |---|---|---|---|
-//! | connections from one IP address without a first request (except [trusted proxies](PlainListener::trusted_proxies)) | 64 | [`max_pending_connections_per_ip`](PlainListener::max_pending_connections_per_ip) | closed at once, counted in [`ListenerStats::per_ip_limit_rejections`] |
+//! | connections from one IP address (IPv6: one /64) without a first request (except [trusted proxies](PlainListener::trusted_proxies)) | 64 | [`max_pending_connections_per_ip`](PlainListener::max_pending_connections_per_ip) | closed at once, counted in [`ListenerStats::per_ip_limit_rejections`] |
 //! | open connections, all addresses | 10,000 | [`max_connections`](PlainListener::max_connections) | waits in the kernel's backlog; counted in [`ListenerStats::connection_limit_waits`] |
 //! | time to send a request head | 10 s | [`HttpConfig::header_read_timeout`](crate::HttpConfig::header_read_timeout) | closed, counted in [`ListenerStats::header_read_timeouts`] |
 //! | time without a request in flight | 60 s | [`HttpConfig::idle_timeout`](crate::HttpConfig::idle_timeout) | closed, counted in [`ListenerStats::idle_timeouts`] |

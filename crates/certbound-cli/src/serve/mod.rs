@@ -18,7 +18,6 @@ mod forward_auth;
 mod headers;
 mod proxy;
 mod rules;
-mod setup;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +31,8 @@ use certbound::CertBoundLayer;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower_service::Service;
+
+use certbound_cli::config::{ApiConfig, ConfigError};
 
 use crate::{Fatal, Outcome};
 use proxy::Body;
@@ -50,8 +51,9 @@ SIGNALS:\n  SIGHUP reloads the server certificate (and client CA, CRLs); SIGTERM
 accepting and drain.\n\n\
 EXIT STATUS:\n  0 after a clean shutdown (or a valid --check-config), 2 for a configuration error.")]
 pub(crate) struct Args {
+    /// The example protected API's flags (one shared definition).
     #[command(flatten)]
-    layer: setup::LayerArgs,
+    api: ApiConfig,
     /// Sidecar mode: forward accepted requests to this http:// URL (its path, if any, prefixes
     /// every request's). Rejected requests never reach it; unreachable → 502, too slow → 504.
     #[arg(long, value_name = "URL", required_unless_present = "forward_auth")]
@@ -145,6 +147,40 @@ fn init_logging(format: &str) {
     };
 }
 
+fn fatal(e: ConfigError) -> Fatal {
+    Fatal::new(e.to_string())
+}
+
+/// The layer's settings from the shared flags. `certbound serve` has no dev issuer: --issuer
+/// is required.
+async fn layer_builder(api: &ApiConfig) -> Result<certbound::CertBoundBuilder, Fatal> {
+    if api.issuer.is_none() {
+        return Err(Fatal::new(
+            "--issuer is required (with --audience, and --jwks-uri or --jwks-file unless the \
+             issuer supports discovery)",
+        ));
+    }
+    let builder = api.token_validation().map_err(fatal)?;
+    let (builder, dpop) = api.layer(builder, false).await.map_err(fatal)?;
+    if let Some(summary) = dpop {
+        tracing::info!("DPoP accepted: {summary}");
+    }
+    Ok(builder)
+}
+
+/// The server's TLS configuration, read from the files now; `None` with --plain-http.
+fn tls_config(api: &ApiConfig) -> Result<Option<Arc<rustls::ServerConfig>>, Fatal> {
+    if api.plain_http {
+        return Ok(None);
+    }
+    if api.tls_cert.is_none() {
+        return Err(Fatal::new(
+            "--tls-cert and --tls-key are required (or --plain-http behind a TLS-terminating proxy)",
+        ));
+    }
+    Ok(Some(api.tls(None).map_err(fatal)?.config))
+}
+
 /// The mode, checked before anything is bound.
 enum Mode {
     Sidecar(proxy::Upstream),
@@ -158,13 +194,13 @@ async fn serve(args: Args) -> Outcome {
                 .map_err(|e| Fatal::new(e.to_string()))?,
         ),
         (None, true) => {
-            if args.layer.trusted_proxy.is_empty() {
+            if args.api.trusted_proxy.is_empty() {
                 return Err(Fatal::new(
                     "--forward-auth needs --trusted-proxy CIDR: only the edge proxy may name the \
                      original request",
                 ));
             }
-            if args.layer.client_cert_header.is_none() && args.layer.public_url.is_none() {
+            if args.api.client_cert_header.is_none() && args.api.public_url.is_none() {
                 return Err(Fatal::new(
                     "--forward-auth needs --client-cert-header (the edge forwards the client \
                      certificate, and its X-Forwarded-Proto/-Host name the DPoP htu) or, for \
@@ -180,8 +216,8 @@ async fn serve(args: Args) -> Outcome {
         }
     };
     let rules = rules::PathRules::parse(&args.public_path, &args.path_scope)?;
-    let builder = args.layer.layer_builder()?;
-    let tls = args.layer.tls_config()?;
+    let builder = layer_builder(&args.api).await?;
+    let tls = tls_config(&args.api)?;
 
     if args.check_config {
         let layer = builder
@@ -217,9 +253,9 @@ async fn serve(args: Args) -> Outcome {
         .build()
         .await
         .map_err(|e| Fatal::new(format!("token validation setup: {e}")))?;
-    let trusted = args.layer.trusted_proxy.clone();
+    let trusted = args.api.trusted_proxy.clone();
     let drain = args.drain_timeout;
-    let listen = args.layer.listen;
+    let listen = args.api.listen;
     match (tls, mode) {
         (Some(tls), mode) => {
             let listener = TlsListener::bind(listen, tls)
@@ -227,7 +263,7 @@ async fn serve(args: Args) -> Outcome {
                 .map_err(|e| Fatal::new(format!("--listen {listen}: {e}")))?;
             spawn_reload(
                 listener.config_handle(),
-                args.layer.clone(),
+                args.api.clone(),
                 args.reload_interval,
             );
             println!("listening on https://{}", listener.local_addr());
@@ -419,9 +455,16 @@ async fn shutdown_signal() {
 /// Reloads the TLS configuration when its files change (every `interval`; zero: never by
 /// polling) or on SIGHUP. A configuration that fails to load is logged and the current one
 /// kept.
-fn spawn_reload(handle: ServerConfigHandle, args: setup::LayerArgs, interval: Duration) {
+fn spawn_reload(handle: ServerConfigHandle, api: ApiConfig, interval: Duration) {
     tokio::spawn(async move {
-        let files = args.tls_files();
+        let files: Vec<PathBuf> = api
+            .tls_cert
+            .iter()
+            .chain(&api.tls_key)
+            .chain(&api.client_ca)
+            .chain(&api.client_crl)
+            .cloned()
+            .collect();
         let mut seen = fingerprint(&files);
         #[cfg(unix)]
         let mut hangup =
@@ -442,7 +485,7 @@ fn spawn_reload(handle: ServerConfigHandle, args: setup::LayerArgs, interval: Du
                 continue;
             }
             seen = now;
-            match args.tls_config() {
+            match tls_config(&api) {
                 Ok(Some(config)) => {
                     handle.store(config);
                     tracing::info!(

@@ -123,7 +123,15 @@ impl Fatal {
 pub(crate) type Outcome = Result<ExitCode, Fatal>;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `certbound serve --config FILE`: the file's settings become flags first.
+    let args = match serve::config_file::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(Fatal(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version: clap prints them on stdout and exits 0.

@@ -406,3 +406,86 @@ async fn public_paths_and_required_scopes() {
     assert_eq!(res.status(), 401);
     assert_eq!(echo.count(), forwarded + 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_from_a_toml_file_with_secrets_from_the_environment() {
+    let setup = Setup::new("sidecar-toml");
+    let echo = Echo::start(Duration::ZERO).await;
+    let file = setup.dir.join("serve.toml");
+    let write = |audience_key: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                r#"
+upstream = "{upstream}"
+listen = "127.0.0.1:1"
+tls-cert = "{cert}"
+tls-key = "{key}"
+issuer = "{iss}"
+audience = {audience_key}
+jwks-file = "{jwks}"
+
+[[path]]
+prefix = "/health"
+public = true
+"#,
+                upstream = echo.url(),
+                cert = setup.path("server.pem"),
+                key = setup.path("server.key"),
+                iss = common::serve::ISS,
+                jwks = setup.jwks.display(),
+            ),
+        )
+        .unwrap();
+    };
+    // The audience "secret" from the environment; the command line's --listen wins.
+    write(r#"{ env = "CERTBOUND_TEST_AUDIENCE" }"#);
+    let config = file.to_str().unwrap();
+    let unset = common::certbound(["serve", "--check-config", "--config", config]);
+    assert_eq!(unset.code, 2, "{unset:?}");
+    assert!(
+        unset.stderr.contains("CERTBOUND_TEST_AUDIENCE is not set"),
+        "{unset:?}"
+    );
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_certbound"))
+        .args(["serve", "--check-config", "--config", config])
+        .env("CERTBOUND_TEST_AUDIENCE", common::serve::AUD)
+        .output()
+        .unwrap();
+    assert!(
+        child.status.success(),
+        "{}",
+        String::from_utf8_lossy(&child.stderr)
+    );
+    child.stdout.clear();
+
+    std::env::set_var("CERTBOUND_TEST_AUDIENCE", common::serve::AUD);
+    let served = Served::start(
+        &strings(&["--config", config, "--listen", "127.0.0.1:0"]),
+        &setup.dir,
+    );
+    let res = setup
+        .client(None)
+        .get(served.url("/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", served.log());
+    let token = setup.token_for(&setup.pki.client_a);
+    let a = setup.client(Some(&setup.pki.client_a));
+    let res = a
+        .get(served.url("/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "the file's audience is the token's");
+    let res = setup
+        .client(None)
+        .get(served.url("/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

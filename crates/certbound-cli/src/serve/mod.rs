@@ -14,6 +14,7 @@
 //! ([`admin`]); `--log-format json` writes one JSON object per log line.
 
 mod admin;
+pub(crate) mod config_file;
 mod forward_auth;
 mod headers;
 mod proxy;
@@ -51,6 +52,11 @@ SIGNALS:\n  SIGHUP reloads the server certificate (and client CA, CRLs); SIGTERM
 accepting and drain.\n\n\
 EXIT STATUS:\n  0 after a clean shutdown (or a valid --check-config), 2 for a configuration error.")]
 pub(crate) struct Args {
+    /// Read settings from this TOML file first: one key per flag (issuer = "…",
+    /// trusted-proxy = ["…"], dpop = true), secrets as { env = "NAME" }, per-path rules as
+    /// [[path]] tables (prefix, public = true | scopes = […]). Flags on the command line win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The example protected API's flags (one shared definition).
     #[command(flatten)]
     api: ApiConfig,

@@ -53,7 +53,7 @@ impl PathRules {
                 )));
             }
         }
-        rules.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        rules.sort_by_key(|rule| std::cmp::Reverse(rule.0.len()));
         Ok(Self { rules })
     }
 

@@ -242,6 +242,11 @@ impl Drop for Served {
 impl Served {
     /// Starts `certbound serve ARGS…` and waits (at most 60 s) for its "listening on" line.
     pub fn start(args: &[String], log_dir: &Path) -> Served {
+        Self::start_with_env(args, log_dir, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub fn start_with_env(args: &[String], log_dir: &Path, env: &[(&str, &str)]) -> Served {
         let stderr_path = log_dir.join(format!(
             "serve-{}.log",
             std::time::SystemTime::now()
@@ -254,6 +259,7 @@ impl Served {
             .arg("serve")
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -1893,7 +1893,7 @@ http {{
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_verify_client optional_no_ca;
-    keepalive_requests 100000;
+    keepalive_requests 100000000;
     location / {{
       proxy_pass http://app;
       proxy_http_version 1.1;

@@ -107,10 +107,18 @@ where
             .map(|p| p.remote_addr().ip());
         let trusted = peer.is_some_and(|ip| self.trusted.iter().any(|cidr| cidr.contains(ip)));
         if !trusted {
-            tracing::warn!(
-                peer = %peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
-                "forward-auth request from a peer that is not a --trusted-proxy; refused (403)"
-            );
+            // Anyone can send these: at most one line per second.
+            static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+                tracing::warn!(
+                    peer = %peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+                    "forward-auth request from a peer that is not a --trusted-proxy; refused \
+                     (403; at most one line per second)"
+                );
+            }
             return ready(status(StatusCode::FORBIDDEN, "not a trusted proxy\n"));
         }
         match original(req.method(), req.headers()) {

@@ -46,7 +46,7 @@ pub(crate) fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, Fatal> {
                 file = Some(path);
             }
             Some(a) if a.starts_with("--config=") => {
-                file = Some(OsString::from(&a["--config=".len()..]));
+                file = a.strip_prefix("--config=").map(OsString::from);
             }
             Some("--") => {
                 rest.push(arg);

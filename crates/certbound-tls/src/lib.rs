@@ -31,6 +31,8 @@
 //!   `self_signed_tls_client_auth`, optional or mandatory).
 //! * [`listener`] — [`TlsListener`] and its limits: ClientHello deadline, handshake timeout,
 //!   pending handshakes per IP address and in all, open connections.
+//!   [`TlsListener::config_handle`] swaps the server configuration (a renewed certificate) for
+//!   new handshakes while open connections keep theirs.
 //! * [`plain`] — [`PlainListener`], plain TCP behind a TLS-terminating proxy: connections
 //!   without a request per IP address, open connections; the peer address on every request.
 //! * [`server`] — [`serve`] (axum routers and any tower service, over either listener) and

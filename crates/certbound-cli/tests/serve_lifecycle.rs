@@ -214,3 +214,43 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits() {
         "still accepting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_drain_deadline_closes_what_is_still_open() {
+    let setup = Setup::new("drain-deadline");
+    let echo = Echo::start(Duration::from_secs(60)).await;
+    let mut args = strings(&[
+        "--upstream",
+        &echo.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &setup.path("server.pem"),
+        "--tls-key",
+        &setup.path("server.key"),
+        "--drain-timeout",
+        "300ms",
+    ]);
+    args.extend(setup.issuer_args());
+    let mut served = Served::start(&args, &setup.dir);
+    let token = setup.token_for(&setup.pki.client_a);
+    let client = setup.client(Some(&setup.pki.client_a));
+    let stuck = tokio::spawn({
+        let url = served.url("/slow");
+        async move { client.get(url).bearer_auth(token).send().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while echo.count() == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    served.signal("TERM");
+    // The upstream would answer in a minute; the server gives up after the drain deadline,
+    // closes the connection and exits cleanly.
+    assert_eq!(served.wait_exit(), Some(0), "{}", served.log());
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the request was cut off, not answered"
+    );
+    assert!(served.log().contains("drain timeout"), "{}", served.log());
+}

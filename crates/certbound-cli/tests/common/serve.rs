@@ -27,6 +27,15 @@ pub struct Setup {
     pub jwks: PathBuf,
 }
 
+impl Drop for Setup {
+    /// Removes the directory (keys, logs) — kept when the test failed, for its logs.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl Setup {
     pub fn new(name: &str) -> Setup {
         let dir =

@@ -24,12 +24,16 @@
 //! * `hello_dpop`    — `GET /api/hello` with `Authorization: DPoP <token>` (a token bound to an
 //!   ES256 DPoP key by `cnf.jkt`, verified-token cache warm) and a fresh proof per request,
 //!   against a third server with DPoP on (`Dpop::default()`: in-memory replay store). Proofs are
-//!   made by the client **before** each round (a batch of 1.3 × the previous round's count), so
+//!   made by the client **before** each round (a batch of 2 × the previous round's count), so
 //!   signing them is not in the measured client CPU; a proof made inline when a batch runs out
 //!   is counted and reported
 //! * `hello_dpop_redis` — the same against a fourth server whose replay store is Redis
 //!   (`--replay-store redis://HOST:PORT`, only when given; `--redis-pid PID` adds that
 //!   redis-server's CPU per request to the report)
+//! * `huskarl_dpop`  — the **same token** (`DPoP`, same key) and the same kind of fresh proof
+//!   per request (same key, `htu`, `ath`) through huskarl-resource-server 0.11
+//!   (`Rfc9068Validator`, huskarl-axum's `ValidatorLayer`, an in-memory `jti` set) in the peers
+//!   process; it must answer 200, a replayed proof 401 and a tampered token 401 like (e)
 //!
 //! * `--sidecar` (a separate run): `certbound serve --upstream` (release build of the CLI;
 //!   bound token, verified-token cache warm) in front of a trivial upstream (this executable,
@@ -242,7 +246,16 @@ fn main() -> Result<(), Error> {
         Some(exe) => {
             let jwks_path = dev_dir.join("jwks.json");
             std::fs::write(&jwks_path, jwks_document(&[&material.signer]).to_string())?;
-            Some(Server::peers(exe, &dev_dir, &jwks_path, &issuer_b)?)
+            // huskarl's DPoP route takes the tokens of certbound's DPoP server's issuer, so
+            // both DPoP routes get the very same token.
+            let dpop_issuer = dpop.as_ref().and_then(|d| d.issuer.as_deref());
+            Some(Server::peers(
+                exe,
+                &dev_dir,
+                &jwks_path,
+                &issuer_b,
+                dpop_issuer,
+            )?)
         }
         None => None,
     };
@@ -313,6 +326,7 @@ fn main() -> Result<(), Error> {
         ));
     }
     let dpop_key = DpopKey::generate(Algorithm::ES256)?;
+    let mut dpop_token = None;
     for (server, name, label) in [
         (
             &dpop,
@@ -342,11 +356,31 @@ fn main() -> Result<(), Error> {
         t.dpop = Some(DpopProofs::new(
             dpop_key.clone(),
             "https://localhost/api/hello",
-            token,
+            token.clone(),
         ));
         if name == "hello_dpop_redis" {
             t.extra_pid = opts.redis_pid;
+        } else {
+            dpop_token = Some(token);
         }
+        targets.push(Ok(t));
+    }
+    if let (Some(peers), Some(token)) = (&peers, &dpop_token) {
+        // The same token and the same kind of proof as (e), at huskarl's DPoP route.
+        let mut t = Target::new(
+            "huskarl_dpop",
+            "(g) huskarl-resource-server 0.11, DPoP token + proof (memory jti set)",
+            addr(peers, "huskarl-dpop"),
+            "/api/hello",
+            None,
+            peers.pid(),
+        )?;
+        t.auth = Some(HeaderValue::from_str(&format!("DPoP {token}"))?);
+        t.dpop = Some(DpopProofs::new(
+            dpop_key.clone(),
+            "https://localhost/api/hello",
+            token.clone(),
+        ));
         targets.push(Ok(t));
     }
     let mut targets: Vec<Target> = targets.into_iter().collect::<Result<_, _>>()?;
@@ -533,7 +567,7 @@ async fn run(
         let r = drive(conns, t, Duration::from_secs_f64(opts.secs.min(1.0))).await;
         if let Some(d) = &t.dpop {
             // Enough proofs for a round at the warm-up's rate, with room.
-            d.set_batch((r.requests as f64 / r.secs * opts.secs * 1.3) as usize);
+            d.set_batch((r.requests as f64 / r.secs * opts.secs * 2.0) as usize);
         }
     }
     let mut results: Vec<Vec<Round>> = targets.iter().map(|_| Vec::new()).collect();
@@ -554,7 +588,7 @@ async fn run(
                 return Err(format!("{}: {} failed requests", targets[i].name, r.errors).into());
             }
             if let Some(d) = &targets[i].dpop {
-                d.set_batch((r.requests as f64 * 1.3) as usize);
+                d.set_batch((r.requests as f64 * 2.0) as usize);
             }
             results[i].push(r);
         }
@@ -806,6 +840,9 @@ fn report(targets: &[Target], s: &[Summary]) -> String {
         ("hello_dpop_redis", "hello_dpop", None),
         ("hello_dpop_redis", "hello_cached", None),
         ("sidecar_certbound", "sidecar_nginx", Some(0.8)),
+        ("hello_dpop", "huskarl_dpop", Some(4.0)),
+        ("hello_dpop_redis", "huskarl_dpop", None),
+        ("huskarl_dpop", "tower_oauth2", None),
     ] {
         let Some(r) = ratio(targets, s, a, b) else {
             continue;
@@ -837,6 +874,12 @@ fn report(targets: &[Target], s: &[Summary]) -> String {
         md += &format!(
             "DPoP (token cached, proof verified, memory replay store) over the mTLS cache hit, server CPU per request: {:+.1} µs ((e) {d:.1} − (b) {b:.1})\n",
             d - b
+        );
+    }
+    if let (Some(d), Some(h)) = (cpu("hello_dpop"), cpu("huskarl_dpop")) {
+        md += &format!(
+            "DPoP, certbound (e) against huskarl (g), server CPU per request: {d:.1} µs against {h:.1} µs ({:.2} ×)\n",
+            h / d
         );
     }
     if let (Some(r), Some(d)) = (cpu("hello_dpop_redis"), cpu("hello_dpop")) {
@@ -1565,16 +1608,27 @@ impl Server {
         })
     }
 
-    fn peers(exe: &Path, dev_dir: &Path, jwks: &Path, issuer: &str) -> Result<Self, Error> {
+    /// The peers process; with `dpop_issuer` also huskarl's DPoP route (three addresses).
+    fn peers(
+        exe: &Path,
+        dev_dir: &Path,
+        jwks: &Path,
+        issuer: &str,
+        dpop_issuer: Option<&str>,
+    ) -> Result<Self, Error> {
         let mut cmd = Command::new(exe);
         cmd.arg("--dev-dir").arg(dev_dir).arg("--jwks").arg(jwks);
         cmd.args(["--issuer", issuer, "--audience", AUDIENCE]);
+        if let Some(dpop_issuer) = dpop_issuer {
+            cmd.args(["--dpop-issuer", dpop_issuer]);
+        }
         cmd.env("RUST_LOG", "warn");
+        let servers = if dpop_issuer.is_some() { 3 } else { 2 };
         Self::start(cmd, |line, s| {
             let (name, url) = line.split_once(' ')?;
             let addr = url.strip_prefix("https://")?.parse().ok()?;
             s.addrs.push((name.to_owned(), addr));
-            (s.addrs.len() == 2).then_some(())
+            (s.addrs.len() == servers).then_some(())
         })
     }
 

@@ -8,13 +8,20 @@
 //! Proofs are what `certbound_dev::dpop::DpopKey::proof` makes (a `GET` of
 //! `https://api.example/accounts`, `ath` for a 480-byte access token, fresh `jti`, `iat` now).
 //!
-//! * `dpop/<ALG>/verify_proof` — `DpopPolicy::verify_proof`: strict parse, `typ`/`alg`/`jwk`
-//!   checks, `VerificationKey::from_jwk`, the RFC 7638 thumbprint, the signature, `jti`, `htm`,
-//!   `htu` (both normalised), `iat`, `ath`. Everything a request pays for its proof except the
-//!   replay store and the token (the verified-token cache serves the token).
+//! * `dpop/<ALG>/verify_proof` — `DpopPolicy::verify_proof` as a client's second and later
+//!   requests meet it: its proof header (same `jwk`) is in the policy's key cache, so the
+//!   proof's claims are decoded and checked (`jti`, `htm`, `htu`, `iat`, `ath`) and its
+//!   signature verified with the cached parsed key. Everything a request pays for its proof
+//!   except the replay store and the token (the verified-token cache serves the token).
+//! * `dpop/<ALG>/verify_proof_uncached` — the same with the key cache off
+//!   (`key_cache_capacity(0)`): a client's first proof — strict parse of the header,
+//!   `typ`/`alg`/`jwk` checks, `VerificationKey::from_jwk`, the RFC 7638 thumbprint, the key
+//!   parsed by aws-lc, the signature, the claims.
 //! * `dpop/<ALG>/raw_aws_lc` — the baseline: aws-lc-rs's one-shot verification of the proof's
 //!   signature with the public key bytes taken from the proof's `jwk` (decoded beforehand):
 //!   `UnparsedPublicKey::verify` (ES256, EdDSA) or `RsaPublicKeyComponents::verify` (PS256).
+//! * `dpop/<ALG>/raw_aws_lc_parsed` — aws-lc-rs with the key parsed beforehand
+//!   (`ParsedPublicKey::verify_sig`): the signature check alone, the floor for a cached key.
 //! * `dpop/<ALG>/key_verify` — certbound's `VerificationKey::verify` (jsonwebtoken's aws-lc
 //!   verifier) with a key built beforehand: the signature step inside `verify_proof`.
 //! * `dpop_parts/<ALG>/*` — the other steps alone: `parse`, `from_jwk`, `jwk_thumbprint`,
@@ -24,7 +31,7 @@
 use std::hint::black_box;
 
 use aws_lc_rs::signature::{
-    RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519,
+    ParsedPublicKey, RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519,
     RSA_PSS_2048_8192_SHA256,
 };
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -48,6 +55,7 @@ fn b64(jwk: &Value, member: &str) -> Vec<u8> {
 
 fn dpop(c: &mut Criterion) {
     let policy = DpopPolicy::default();
+    let uncached = DpopPolicy::default().key_cache_capacity(0);
     let request = ProofRequest::new("GET", URL);
     // An access token of the usual size (the proof's `ath` is its hash).
     let token = "t".repeat(480);
@@ -64,12 +72,15 @@ fn dpop(c: &mut Criterion) {
         let jwk_map = jwk.as_object().unwrap().clone();
         let vkey = VerificationKey::from_jwk(&jwk_map).unwrap();
 
-        // The raw baseline: aws-lc, one shot, from the key's bytes.
+        // The raw baseline: aws-lc, one shot, from the key's bytes; and the same key parsed
+        // beforehand.
+        let parsed_key: ParsedPublicKey;
         let raw: Box<dyn Fn() -> bool> = match alg {
             Algorithm::ES256 => {
                 let mut point = vec![0x04];
                 point.extend(b64(&jwk, "x"));
                 point.extend(b64(&jwk, "y"));
+                parsed_key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).unwrap();
                 let (message, signature) = (message.clone(), signature.clone());
                 Box::new(move || {
                     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, black_box(&point))
@@ -79,6 +90,7 @@ fn dpop(c: &mut Criterion) {
             }
             Algorithm::EdDSA => {
                 let x = b64(&jwk, "x");
+                parsed_key = ParsedPublicKey::new(&ED25519, &x).unwrap();
                 let (message, signature) = (message.clone(), signature.clone());
                 Box::new(move || {
                     UnparsedPublicKey::new(&ED25519, black_box(&x))
@@ -88,6 +100,9 @@ fn dpop(c: &mut Criterion) {
             }
             _ => {
                 let (n, e) = (b64(&jwk, "n"), b64(&jwk, "e"));
+                parsed_key = RsaPublicKeyComponents { n: &n, e: &e }
+                    .to_parsed_public_key(&RSA_PSS_2048_8192_SHA256)
+                    .unwrap();
                 let (message, signature) = (message.clone(), signature.clone());
                 Box::new(move || {
                     RsaPublicKeyComponents {
@@ -104,11 +119,23 @@ fn dpop(c: &mut Criterion) {
             }
         };
         // Everything must accept before anything is timed.
+        let cached_before = policy.cached_keys();
         let verified = policy
             .verify_proof(&proof, &token, &request, now)
             .unwrap_or_else(|e| panic!("{name}: verify_proof refused a valid proof: {e:?}"));
         assert_eq!(verified.jkt(), &key.jkt());
+        let verified_cold = uncached
+            .verify_proof(&proof, &token, &request, now)
+            .unwrap_or_else(|e| panic!("{name}: uncached verify_proof refused: {e:?}"));
+        assert_eq!(verified_cold, verified);
+        assert_eq!(
+            policy.cached_keys(),
+            cached_before + 1,
+            "{name}: the proof's key is cached"
+        );
+        assert_eq!(uncached.cached_keys(), 0);
         assert!(raw(), "{name}: aws-lc refused the proof's signature");
+        parsed_key.verify_sig(&message, &signature).unwrap();
         vkey.verify(alg, &message, &signature).unwrap();
 
         let mut group = c.benchmark_group(format!("dpop/{name}"));
@@ -119,7 +146,21 @@ fn dpop(c: &mut Criterion) {
                     .unwrap()
             })
         });
+        group.bench_function("verify_proof_uncached", |b| {
+            b.iter(|| {
+                uncached
+                    .verify_proof(black_box(&proof), black_box(&token), &request, now)
+                    .unwrap()
+            })
+        });
         group.bench_function("raw_aws_lc", |b| b.iter(|| assert!(raw())));
+        group.bench_function("raw_aws_lc_parsed", |b| {
+            b.iter(|| {
+                parsed_key
+                    .verify_sig(black_box(&message), black_box(&signature))
+                    .unwrap()
+            })
+        });
         group.bench_function("key_verify", |b| {
             b.iter(|| {
                 vkey.verify(alg, black_box(&message), black_box(&signature))

@@ -1,6 +1,7 @@
 //! DPoP proofs (RFC 9449): the checks of §4.3, the RFC 7638 thumbprint that `cnf.jkt` carries,
 //! and the `htu` normalisation — pure functions of the proof, the access token, the request and
-//! `now`.
+//! `now`. (A policy keeps the keys of proof headers that verified, bounded, so a client's later
+//! proofs cost little more than their signature; no verdict depends on it.)
 //!
 //! ```
 //! use certbound_core::{normalize_htu, DpopPolicy, ProofRequest};
@@ -17,6 +18,8 @@
 //! assert_eq!(err, Rejection::MalformedDpopProof);
 //! ```
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -24,7 +27,8 @@ use base64::Engine as _;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::jose::{parse_algorithm, ED25519_ALG};
+use crate::jose::{b64url, parse_algorithm, parse_object, CompactJws, ED25519_ALG};
+use crate::keys::PreparedKey;
 use crate::{Algorithm, Rejection, Thumbprint, UnverifiedToken, VerificationKey};
 
 /// The default proof algorithms: ES256, ES384, PS256, EdDSA (RS256 only when added).
@@ -44,12 +48,28 @@ pub const DEFAULT_MAX_PROOF_LEN: usize = 8 * 1024;
 /// Longest accepted `jti`, in bytes.
 pub const MAX_JTI_LEN: usize = 256;
 
+/// Default number of proof keys [`DpopPolicy`] keeps ready (see
+/// [`key_cache_capacity`](DpopPolicy::key_cache_capacity)).
+pub const DEFAULT_KEY_CACHE_CAPACITY: usize = 1024;
+
+/// Longest proof header (base64url, as sent) whose key is kept: an RSA-4096 `jwk` fits.
+pub const MAX_CACHED_HEADER_LEN: usize = 2048;
+
 /// How DPoP proofs are checked.
+///
+/// A client sends the same proof header (`typ`, `alg`, `jwk`) on every request, so the policy
+/// keeps what that header yields once a proof under it has verified: the `alg`, the key parsed
+/// for it and its RFC 7638 thumbprint, keyed by the header's exact bytes (bounded: see
+/// [`key_cache_capacity`](Self::key_cache_capacity)). A proof whose header is in the cache
+/// skips decoding and checking the header again — its bytes are the ones that passed — and is
+/// otherwise checked in full: signature, claims, and the `alg` allow-list of *this* policy.
+/// Clones share the cache.
 #[derive(Debug, Clone)]
 pub struct DpopPolicy {
     algorithms: Vec<Algorithm>,
     iat_window_secs: u64,
     max_proof_len: usize,
+    keys: Arc<ProofKeyCache>,
 }
 
 impl Default for DpopPolicy {
@@ -58,7 +78,84 @@ impl Default for DpopPolicy {
             algorithms: DEFAULT_DPOP_ALGORITHMS.to_vec(),
             iat_window_secs: DEFAULT_IAT_WINDOW.as_secs(),
             max_proof_len: DEFAULT_MAX_PROOF_LEN,
+            keys: Arc::new(ProofKeyCache::new(DEFAULT_KEY_CACHE_CAPACITY)),
         }
+    }
+}
+
+/// What a proof header that verified once yields.
+#[derive(Debug)]
+struct ProofKey {
+    alg: Algorithm,
+    key: PreparedKey,
+    jkt: Thumbprint,
+}
+
+/// Proof header (exact base64url bytes) → [`ProofKey`], bounded: two generations of at most
+/// `capacity / 2` entries each; when the current one is full it becomes the previous one and
+/// the previous one is dropped, and a hit in the previous generation moves to the current one.
+/// Only headers no longer than [`MAX_CACHED_HEADER_LEN`] are kept, so the cache holds at most
+/// `capacity` × (2 KiB + one public key).
+struct ProofKeyCache {
+    generation: usize,
+    maps: Mutex<[HashMap<Box<str>, Arc<ProofKey>>; 2]>,
+}
+
+impl std::fmt::Debug for ProofKeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("ProofKeyCache")
+            .field("capacity", &self.generation.saturating_mul(2))
+            .field("len", &maps[0].len().saturating_add(maps[1].len()))
+            .finish()
+    }
+}
+
+impl ProofKeyCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            generation: capacity / 2,
+            maps: Mutex::new([HashMap::new(), HashMap::new()]),
+        }
+    }
+
+    fn get(&self, header: &str) -> Option<Arc<ProofKey>> {
+        if self.generation == 0 {
+            return None;
+        }
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        let [current, previous] = &mut *maps;
+        if let Some(hit) = current.get(header) {
+            return Some(hit.clone());
+        }
+        let (header, hit) = previous.remove_entry(header)?;
+        Self::insert_into(self.generation, &mut maps, header, hit.clone());
+        Some(hit)
+    }
+
+    fn insert(&self, header: &str, key: ProofKey) {
+        if self.generation == 0 || header.len() > MAX_CACHED_HEADER_LEN {
+            return;
+        }
+        let mut maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::insert_into(self.generation, &mut maps, header.into(), Arc::new(key));
+    }
+
+    fn insert_into(
+        generation: usize,
+        maps: &mut [HashMap<Box<str>, Arc<ProofKey>>; 2],
+        header: Box<str>,
+        key: Arc<ProofKey>,
+    ) {
+        if maps[0].len() >= generation && !maps[0].contains_key(&header) {
+            maps[1] = std::mem::take(&mut maps[0]);
+        }
+        maps[0].insert(header, key);
+    }
+
+    fn len(&self) -> usize {
+        let maps = self.maps.lock().unwrap_or_else(PoisonError::into_inner);
+        maps[0].len().saturating_add(maps[1].len())
     }
 }
 
@@ -148,6 +245,20 @@ impl DpopPolicy {
         self
     }
 
+    /// How many proof headers' keys are kept ready (default [`DEFAULT_KEY_CACHE_CAPACITY`];
+    /// below 2 turns the cache off). Each entry holds at most [`MAX_CACHED_HEADER_LEN`] bytes
+    /// of header and one public key; a client whose entry was dropped pays for parsing its
+    /// header once more. Starts a new, empty cache (not shared with earlier clones).
+    pub fn key_cache_capacity(mut self, entries: usize) -> Self {
+        self.keys = Arc::new(ProofKeyCache::new(entries));
+        self
+    }
+
+    /// How many proof headers' keys are cached now.
+    pub fn cached_keys(&self) -> usize {
+        self.keys.len()
+    }
+
     /// The allow-list, for the `algs` challenge parameter and RFC 9728 metadata.
     pub fn allowed_algorithms(&self) -> &[Algorithm] {
         &self.algorithms
@@ -186,6 +297,40 @@ impl DpopPolicy {
         if proof.len() > self.max_proof_len {
             return Err(Rejection::MalformedDpopProof);
         }
+        let parts = CompactJws::split(proof).map_err(|_| Rejection::MalformedDpopProof)?;
+        let (claims, jkt) = match self.keys.get(parts.header) {
+            // The header's exact bytes passed every header check and verified a signature
+            // before; only the allow-list, which is this policy's, is asked again.
+            Some(cached) => {
+                let claims = b64url(parts.payload).map_err(|_| Rejection::MalformedDpopProof)?;
+                let signature =
+                    b64url(parts.signature).map_err(|_| Rejection::MalformedDpopProof)?;
+                let claims = parse_object(&claims).map_err(|_| Rejection::MalformedDpopProof)?;
+                if !self.algorithms.contains(&cached.alg) {
+                    return Err(Rejection::DisallowedDpopAlgorithm);
+                }
+                cached
+                    .key
+                    .verify(parts.signing_input.as_bytes(), &signature)
+                    .map_err(|_| Rejection::BadDpopSignature)?;
+                (claims, cached.jkt)
+            }
+            None => {
+                let (parsed, key) = self.check_header(proof)?;
+                let jkt = key.jkt;
+                self.keys.insert(parts.header, key);
+                (parsed.into_claims(), jkt)
+            }
+        };
+        self.check_claims(&claims, jkt, access_token, request, now)
+    }
+
+    /// The header checks and the signature, for a header not in the cache: what the cache
+    /// keeps when they hold.
+    fn check_header<'p>(
+        &self,
+        proof: &'p str,
+    ) -> Result<(UnverifiedToken<'p>, ProofKey), Rejection> {
         let parsed = UnverifiedToken::parse(proof).map_err(|_| Rejection::MalformedDpopProof)?;
         let header = parsed.header();
         if !header
@@ -207,14 +352,26 @@ impl DpopPolicy {
         }
         let key = VerificationKey::from_jwk(jwk).map_err(|_| Rejection::InvalidDpopKey)?;
         let jkt = jwk_thumbprint(jwk).ok_or(Rejection::InvalidDpopKey)?;
-        key.verify(alg, parsed.signing_input(), parsed.signature())
-            .map_err(|rejection| match rejection {
-                // The jwk is of another type or curve than `alg` names (a P-384 key under ES256).
-                Rejection::KeyAlgorithmMismatch => Rejection::InvalidDpopKey,
-                _ => Rejection::BadDpopSignature,
-            })?;
+        let signature_rejection = |rejection| match rejection {
+            // The jwk is of another type or curve than `alg` names (a P-384 key under ES256).
+            Rejection::KeyAlgorithmMismatch => Rejection::InvalidDpopKey,
+            _ => Rejection::BadDpopSignature,
+        };
+        let key = key.prepare(alg).map_err(signature_rejection)?;
+        key.verify(parsed.signing_input(), parsed.signature())
+            .map_err(signature_rejection)?;
+        Ok((parsed, ProofKey { alg, key, jkt }))
+    }
 
-        let claims = parsed.unverified_claims();
+    /// The claims of a proof whose signature held: `jti`, `htm`, `htu`, `iat`, `ath`, `nonce`.
+    fn check_claims(
+        &self,
+        claims: &Map<String, Value>,
+        jkt: Thumbprint,
+        access_token: &str,
+        request: &ProofRequest<'_>,
+        now: u64,
+    ) -> Result<VerifiedProof, Rejection> {
         let string = |name: &str| match claims.get(name) {
             Some(Value::String(s)) => Ok(s.as_str()),
             _ => Err(Rejection::MalformedDpopProof),
@@ -249,7 +406,7 @@ impl DpopPolicy {
         if !iat.is_finite() || iat > now_f + window || iat < now_f - window {
             return Err(Rejection::DpopProofNotFresh);
         }
-        if string("ath")? != access_token_hash(access_token) {
+        if !ath_matches(string("ath")?, access_token) {
             return Err(Rejection::DpopTokenHashMismatch);
         }
         let nonce = match claims.get("nonce") {
@@ -275,6 +432,14 @@ pub fn access_token_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(access_token.as_bytes()))
 }
 
+/// Whether `ath` is exactly [`access_token_hash`]`(access_token)`, without allocating it.
+fn ath_matches(ath: &str, access_token: &str) -> bool {
+    let mut expected = [0u8; 43]; // base64url of 32 bytes, no padding
+    URL_SAFE_NO_PAD
+        .encode_slice(Sha256::digest(access_token.as_bytes()), &mut expected)
+        .is_ok_and(|n| n == expected.len() && ath.as_bytes() == expected)
+}
+
 /// The RFC 7638 SHA-256 thumbprint of a public JWK: the required members, in lexicographic
 /// order, as compact JSON. `None` for a key type without a defined thumbprint or a required
 /// member that is not a string.
@@ -285,20 +450,29 @@ pub fn jwk_thumbprint(jwk: &Map<String, Value>) -> Option<Thumbprint> {
         "OKP" => &["crv", "kty", "x"],
         _ => return None,
     };
-    let mut canonical = String::from("{");
+    // The canonical JSON goes straight into the hash: `{"name":"value",…}`. Member names need
+    // no escaping; a value does only if it has a quote, a backslash or a control character
+    // (never in base64url or a curve name), and then serde_json writes it.
+    let mut hash = Sha256::new();
+    hash.update(b"{");
     for (i, name) in members.iter().enumerate() {
         let value = jwk.get(*name)?.as_str()?;
         if i > 0 {
-            canonical.push(',');
+            hash.update(b",");
         }
-        canonical.push_str(&serde_json::to_string(name).ok()?);
-        canonical.push(':');
-        canonical.push_str(&serde_json::to_string(value).ok()?);
+        hash.update(b"\"");
+        hash.update(name.as_bytes());
+        hash.update(b"\":");
+        if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            hash.update(serde_json::to_string(value).ok()?.as_bytes());
+        } else {
+            hash.update(b"\"");
+            hash.update(value.as_bytes());
+            hash.update(b"\"");
+        }
     }
-    canonical.push('}');
-    Some(Thumbprint::from_bytes(
-        Sha256::digest(canonical.as_bytes()).into(),
-    ))
+    hash.update(b"}");
+    Some(Thumbprint::from_bytes(hash.finalize().into()))
 }
 
 /// An absolute `http`/`https` URI normalised for comparing `htu` (RFC 9449 §4.3, RFC 3986 §6.2.2
@@ -456,6 +630,41 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn thumbprint_json_is_serde_jsons_even_for_values_that_need_escaping() {
+        // The canonical JSON written straight into the hash is what serde_json writes.
+        for x in [
+            "plain",
+            "quo\"te",
+            "back\\slash",
+            "new\nline",
+            "\u{1}",
+            "é\u{7f}",
+        ] {
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x});
+            let canonical = format!(
+                r#"{{"crv":"Ed25519","kty":"OKP","x":{}}}"#,
+                serde_json::to_string(x).unwrap()
+            );
+            let want = Thumbprint::from_bytes(Sha256::digest(canonical.as_bytes()).into());
+            assert_eq!(
+                jwk_thumbprint(jwk.as_object().unwrap()),
+                Some(want),
+                "{x:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ath_matches_exactly() {
+        let ath = access_token_hash("token");
+        assert!(ath_matches(&ath, "token"));
+        assert!(!ath_matches(&ath, "token2"));
+        assert!(!ath_matches(&format!("{ath}="), "token"));
+        assert!(!ath_matches(&ath[..42], "token"));
+        assert!(!ath_matches("", "token"));
     }
 
     #[test]

@@ -153,31 +153,17 @@ impl<'a> UnverifiedToken<'a> {
     /// Parses `header.payload.signature` strictly; any deviation is [`Rejection::MalformedToken`]
     /// (or [`Rejection::DisallowedAlgorithm`] when `alg` is missing or not a string).
     pub fn parse(token: &'a str) -> Result<Self, Rejection> {
-        let mut parts = token.split('.');
-        let (Some(h), Some(p), Some(s), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Rejection::MalformedToken);
-        };
-        // An empty signature is well formed (the unsecured JWS of RFC 7515 §A.5); the `alg`
-        // allow-list refuses `none`, and any other `alg` fails signature verification.
-        if h.is_empty() || p.is_empty() {
-            return Err(Rejection::MalformedToken);
-        }
-        let header_bytes = b64url(h)?;
-        let claims_bytes = b64url(p)?;
-        let signature = b64url(s)?;
+        let parts = CompactJws::split(token)?;
+        let header_bytes = b64url(parts.header)?;
+        let claims_bytes = b64url(parts.payload)?;
+        let signature = b64url(parts.signature)?;
         let header_obj = parse_object(&header_bytes).map_err(|_| Rejection::MalformedToken)?;
         let claims = parse_object(&claims_bytes).map_err(|_| Rejection::MalformedToken)?;
         let header = JoseHeader::from_object(&header_obj)?;
-        // h.len() + 1 + p.len() is within `token`; `get` keeps this panic-free regardless.
-        let signing_input = token
-            .get(..h.len() + 1 + p.len())
-            .ok_or(Rejection::MalformedToken)?;
         Ok(Self {
             header,
             claims,
-            signing_input,
+            signing_input: parts.signing_input,
             signature,
         })
     }
@@ -212,8 +198,50 @@ impl<'a> UnverifiedToken<'a> {
     }
 }
 
+/// The segments of a compact JWS, split as [`UnverifiedToken::parse`] splits them (nothing
+/// decoded yet): exactly three, header and payload not empty.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CompactJws<'a> {
+    /// The base64url header segment, as sent.
+    pub(crate) header: &'a str,
+    /// The base64url payload segment.
+    pub(crate) payload: &'a str,
+    /// The base64url signature segment.
+    pub(crate) signature: &'a str,
+    /// `header '.' payload`: the bytes the signature covers.
+    pub(crate) signing_input: &'a str,
+}
+
+impl<'a> CompactJws<'a> {
+    /// Splits `token`; [`Rejection::MalformedToken`] unless it has exactly three segments and
+    /// a non-empty header and payload.
+    pub(crate) fn split(token: &'a str) -> Result<Self, Rejection> {
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Rejection::MalformedToken);
+        };
+        // An empty signature is well formed (the unsecured JWS of RFC 7515 §A.5); the `alg`
+        // allow-list refuses `none`, and any other `alg` fails signature verification.
+        if h.is_empty() || p.is_empty() {
+            return Err(Rejection::MalformedToken);
+        }
+        // h.len() + 1 + p.len() is within `token`; `get` keeps this panic-free regardless.
+        let signing_input = token
+            .get(..h.len() + 1 + p.len())
+            .ok_or(Rejection::MalformedToken)?;
+        Ok(Self {
+            header: h,
+            payload: p,
+            signature: s,
+            signing_input,
+        })
+    }
+}
+
 /// Canonical base64url without padding: rejects `=`, `+`, `/`, whitespace and non-zero trailing bits.
-fn b64url(segment: &str) -> Result<Vec<u8>, Rejection> {
+pub(crate) fn b64url(segment: &str) -> Result<Vec<u8>, Rejection> {
     URL_SAFE_NO_PAD
         .decode(segment)
         .map_err(|_| Rejection::MalformedToken)

@@ -324,6 +324,73 @@ impl VerificationKey {
             .verify(message, &signature.to_vec())
             .map_err(|_| Rejection::BadSignature)
     }
+
+    /// This key in aws-lc's parsed form for one asymmetric `alg`, so that verifying with it
+    /// does not decode the key again (the DPoP proof-key cache holds these).
+    ///
+    /// [`Rejection::KeyAlgorithmMismatch`] when the key does not [`accept`](Self::accepts)
+    /// `alg` (and for HMAC, which has no parsed form); [`Rejection::BadSignature`] when aws-lc
+    /// refuses the key material (a point not on the curve) — what [`verify`](Self::verify)
+    /// answers for such a key, which it parses on every call.
+    pub(crate) fn prepare(&self, alg: Algorithm) -> Result<PreparedKey, Rejection> {
+        use aws_lc_rs::signature as sig;
+        use jsonwebtoken::DecodingKeyKind;
+        if !self.accepts(alg) {
+            return Err(Rejection::KeyAlgorithmMismatch);
+        }
+        // The same aws-lc algorithms jsonwebtoken's aws-lc verifiers use for these `alg`s.
+        let rsa: &'static sig::RsaParameters = match alg {
+            Algorithm::RS256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+            Algorithm::RS384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+            Algorithm::RS512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+            Algorithm::PS256 => &sig::RSA_PSS_2048_8192_SHA256,
+            Algorithm::PS384 => &sig::RSA_PSS_2048_8192_SHA384,
+            Algorithm::PS512 => &sig::RSA_PSS_2048_8192_SHA512,
+            _ => {
+                let algorithm: &'static dyn sig::VerificationAlgorithm = match alg {
+                    Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+                    Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+                    Algorithm::EdDSA => &sig::ED25519,
+                    _ => return Err(Rejection::KeyAlgorithmMismatch),
+                };
+                let DecodingKeyKind::SecretOrDer(bytes) = self.key.kind() else {
+                    return Err(Rejection::KeyAlgorithmMismatch);
+                };
+                let key = sig::ParsedPublicKey::new(algorithm, bytes)
+                    .map_err(|_| Rejection::BadSignature)?;
+                return Ok(PreparedKey { key });
+            }
+        };
+        let DecodingKeyKind::RsaModulusExponent { n, e } = self.key.kind() else {
+            return Err(Rejection::KeyAlgorithmMismatch);
+        };
+        let key = sig::RsaPublicKeyComponents { n, e }
+            .to_parsed_public_key(rsa)
+            .map_err(|_| Rejection::BadSignature)?;
+        Ok(PreparedKey { key })
+    }
+}
+
+/// A public key parsed by aws-lc for one algorithm ([`VerificationKey::prepare`]): verifying
+/// with it is aws-lc's signature check alone.
+#[derive(Clone)]
+pub(crate) struct PreparedKey {
+    key: aws_lc_rs::signature::ParsedPublicKey,
+}
+
+impl PreparedKey {
+    /// Verifies `signature` over `message` with the key and algorithm it was prepared for.
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), Rejection> {
+        self.key
+            .verify_sig(message, signature)
+            .map_err(|_| Rejection::BadSignature)
+    }
+}
+
+impl fmt::Debug for PreparedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PreparedKey").finish_non_exhaustive()
+    }
 }
 
 /// Whether a 32-byte Ed25519 public key encodes a point of small order (1, 2, 4 or 8),

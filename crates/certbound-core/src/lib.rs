@@ -63,7 +63,8 @@ pub use confirmation::{BindingPolicy, BindingPolicyError, Confirmation, Presente
 pub use dpop::{
     access_token_hash, jwk_thumbprint, normalize_htu, request_uri, DpopPolicy, NonceKeyError,
     NonceKeys, ProofRequest, ReplayCheck, VerifiedProof, DEFAULT_DPOP_ALGORITHMS,
-    DEFAULT_IAT_WINDOW, DEFAULT_MAX_PROOF_LEN, MAX_JTI_LEN,
+    DEFAULT_IAT_WINDOW, DEFAULT_KEY_CACHE_CAPACITY, DEFAULT_MAX_PROOF_LEN, MAX_CACHED_HEADER_LEN,
+    MAX_JTI_LEN,
 };
 pub use forwarded::{
     CidrError, FormatSpecError, ForwardedCertificates, ForwardedFormat, ForwardedResult, IpCidr,

@@ -89,6 +89,12 @@ pub(crate) fn remove_identity(headers: &mut HeaderMap) {
     headers.remove(CLIENT_CERT_CHAIN);
 }
 
+/// The RFC 9440 `Client-Cert` value of a leaf certificate: an sf-binary, `:` base64 (with
+/// padding) `:` (§2.2).
+pub(crate) fn client_cert_value(der: &[u8]) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(":{}:", STANDARD.encode(der))).ok()
+}
+
 /// The identity headers for an accepted request: subject, client id, scope and issuer of the
 /// verified token (each only when the claim is present and a valid header value), and the
 /// RFC 9440 `Client-Cert` when the leaf certificate is known (mutual TLS to this server).
@@ -96,6 +102,15 @@ pub(crate) fn identity(
     token: &VerifiedToken,
     leaf_der: Option<&[u8]>,
 ) -> Vec<(HeaderName, HeaderValue)> {
+    let mut out = claims(token);
+    if let Some(value) = leaf_der.and_then(client_cert_value) {
+        out.push((CLIENT_CERT, value));
+    }
+    out
+}
+
+/// [`identity`] without `Client-Cert`.
+pub(crate) fn claims(token: &VerifiedToken) -> Vec<(HeaderName, HeaderValue)> {
     let mut out = Vec::with_capacity(5);
     let claims = [
         (SUBJECT, token.sub()),
@@ -108,12 +123,6 @@ pub(crate) fn identity(
         // than mangled; the upstream sees no header instead of a wrong one.
         if let Some(value) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
             out.push((name, value));
-        }
-    }
-    if let Some(der) = leaf_der {
-        // RFC 9440 §2.2: an sf-binary, `:` base64 (with padding) `:`.
-        if let Ok(value) = HeaderValue::from_str(&format!(":{}:", STANDARD.encode(der))) {
-            out.push((CLIENT_CERT, value));
         }
     }
     out

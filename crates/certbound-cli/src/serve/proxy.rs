@@ -160,6 +160,9 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback() || ip.to_canonical().is_loopback())
 }
 
+/// Client certificates whose `Client-Cert` value is kept (about 1 KiB each).
+const CLIENT_CERT_CACHE: usize = 4096;
+
 /// How the sidecar talks to its upstream.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -182,6 +185,13 @@ struct Inner {
     upstream: Upstream,
     timeouts: Timeouts,
     trusted_proxies: Vec<IpCidr>,
+    /// `Client-Cert` values by the leaf's thumbprint: encoded once per certificate, not once
+    /// per request (a client sends many requests with one certificate).
+    client_certs: quick_cache::sync::Cache<certbound::Thumbprint, HeaderValue>,
+    /// The counters, registered once (the recorder is installed before the proxy is made).
+    forwarded_ok: metrics::Counter,
+    connect_errors: metrics::Counter,
+    timeouts_hit: metrics::Counter,
 }
 
 impl Proxy {
@@ -204,6 +214,16 @@ impl Proxy {
                 upstream,
                 timeouts,
                 trusted_proxies,
+                client_certs: quick_cache::sync::Cache::new(CLIENT_CERT_CACHE),
+                forwarded_ok: metrics::counter!(metric_names::UPSTREAM_REQUESTS, "outcome" => "ok"),
+                connect_errors: metrics::counter!(
+                    metric_names::UPSTREAM_REQUESTS,
+                    "outcome" => "connect_error"
+                ),
+                timeouts_hit: metrics::counter!(
+                    metric_names::UPSTREAM_REQUESTS,
+                    "outcome" => "timeout"
+                ),
             }),
             public: false,
         }
@@ -272,9 +292,19 @@ async fn forward(
         headers::append_forwarded(&mut parts.headers, &hop);
     }
     if let Some(token) = &token {
-        let leaf = peer.and_then(PeerCertificate::certificate).map(|c| c.der());
-        for (name, value) in headers::identity(token, leaf) {
+        for (name, value) in headers::claims(token) {
             parts.headers.insert(name, value);
+        }
+        if let Some(leaf) = peer.and_then(PeerCertificate::certificate) {
+            let value = inner
+                .client_certs
+                .get_or_insert_with(leaf.thumbprint(), || {
+                    headers::client_cert_value(leaf.der()).ok_or(())
+                })
+                .ok();
+            if let Some(value) = value {
+                parts.headers.insert(headers::CLIENT_CERT, value);
+            }
         }
     }
     // The client sets Host from the upstream URI.
@@ -288,19 +318,18 @@ async fn forward(
     let request = Request::from_parts(parts, body);
     match tokio::time::timeout(inner.timeouts.response, client.request(request)).await {
         Ok(Ok(response)) => {
-            metrics::counter!(metric_names::UPSTREAM_REQUESTS, "outcome" => "ok").increment(1);
+            inner.forwarded_ok.increment(1);
             let (mut parts, body) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, body.map_err(BoxError::from).boxed())
         }
         Ok(Err(error)) => {
-            metrics::counter!(metric_names::UPSTREAM_REQUESTS, "outcome" => "connect_error")
-                .increment(1);
+            inner.connect_errors.increment(1);
             tracing::warn!(upstream = %upstream.display(), %error, "upstream request failed; answering 502");
             status(StatusCode::BAD_GATEWAY, "upstream unavailable\n")
         }
         Err(_elapsed) => {
-            metrics::counter!(metric_names::UPSTREAM_REQUESTS, "outcome" => "timeout").increment(1);
+            inner.timeouts_hit.increment(1);
             tracing::warn!(
                 upstream = %upstream.display(),
                 timeout = ?inner.timeouts.response,

@@ -9,6 +9,8 @@
 //! certbound dpop proof --key KEY --method M --url URL [--token T] [--nonce N]
 //!                                       one DPoP proof on stdout, for curl's `-H "DPoP: …"`
 //! certbound dev-pki [DIR]               the dev CA, server and client certificates the example uses
+//! certbound serve --upstream URL …      certbound in front of any backend (sidecar proxy)
+//! certbound serve --forward-auth …      answers an edge proxy's auth subrequests
 //! ```
 //!
 //! Exit codes: 0 success (for `inspect`: the layer would accept the token), 1 the token would be

@@ -38,6 +38,13 @@
 //!   (`Rfc9068Validator`, huskarl-axum's `ValidatorLayer`, an in-memory `jti` set) in the peers
 //!   process; it must answer 200, a replayed proof 401 and a tampered token 401 like (e)
 //!
+//! * `--sidecar` (a separate run): `certbound serve --upstream` (release build of the CLI;
+//!   bound token, verified-token cache warm) in front of a trivial upstream (this executable,
+//!   `GET` → a small JSON body) vs Debian nginx doing the same mutual-TLS termination and
+//!   `proxy_pass` (keep-alive upstream pool) with no token check: `sidecar_certbound` /
+//!   `sidecar_nginx` (goal ≥ 0.8). nginx runs with `worker_processes auto` (master + workers;
+//!   their CPU is summed), certbound with tokio's default workers.
+//!
 //! It prints req/s, p50/p99 latency and the server's CPU time per request (summed over the
 //! server's threads from `/proc/PID/task/*/schedstat`, which is less sensitive to a noisy
 //! neighbour than throughput), the ratios (medians of per-round ratios), writes an SVG chart and
@@ -145,12 +152,21 @@ struct Opts {
     /// Internal, with `--serve-child`: DPoP on.
     #[arg(long, hide = true)]
     dpop: bool,
+    /// Only the sidecar comparison: `certbound serve --upstream` vs nginx proxy_pass.
+    #[arg(long)]
+    sidecar: bool,
+    /// Internal: be the trivial upstream for `--sidecar`.
+    #[arg(long, hide = true)]
+    upstream_child: bool,
 }
 
 fn main() -> Result<(), Error> {
     let mut opts = Opts::parse();
     if let Some(mode) = &opts.rss_child {
         return rss_child(mode, opts.flood);
+    }
+    if opts.upstream_child {
+        return upstream_child();
     }
     if let Some(dir) = &opts.serve_child {
         return serve_child(
@@ -175,6 +191,11 @@ fn main() -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| target_dir(&root).join("loadbench"));
     std::fs::create_dir_all(&out_dir)?;
+    if opts.sidecar {
+        let out_dir = out_dir.join("sidecar");
+        std::fs::create_dir_all(&out_dir)?;
+        return sidecar(&opts, &root, &out_dir);
+    }
     let peers_exe = if opts.no_peers {
         None
     } else {
@@ -665,7 +686,7 @@ struct Round {
 
 /// Runs every connection of `conns` flat out for `dur`, one request in flight per connection.
 async fn drive(conns: &mut [Conn], t: &Target, dur: Duration) -> Round {
-    let server_cpu = task_cpu_ns(t.pid);
+    let server_cpu = tree_cpu_ns(t.pid);
     let extra_cpu = t.extra_pid.map_or(0, task_cpu_ns);
     let client_cpu = task_cpu_ns(std::process::id());
     let start = Instant::now();
@@ -695,7 +716,7 @@ async fn drive(conns: &mut [Conn], t: &Target, dur: Duration) -> Round {
         requests: latencies_ns.len() as u64,
         errors,
         secs,
-        server_cpu_ns: task_cpu_ns(t.pid).saturating_sub(server_cpu),
+        server_cpu_ns: tree_cpu_ns(t.pid).saturating_sub(server_cpu),
         extra_cpu_ns: t
             .extra_pid
             .map_or(0, |pid| task_cpu_ns(pid).saturating_sub(extra_cpu)),
@@ -831,6 +852,7 @@ fn report(targets: &[Target], s: &[Summary]) -> String {
         ("hello_dpop", "open_twin", None),
         ("hello_dpop_redis", "hello_dpop", None),
         ("hello_dpop_redis", "hello_cached", None),
+        ("sidecar_certbound", "sidecar_nginx", Some(0.8)),
         ("hello_dpop", "huskarl_dpop", Some(4.0)),
         ("hello_dpop_redis", "huskarl_dpop", None),
         ("huskarl_dpop", "tower_oauth2", None),
@@ -897,6 +919,22 @@ fn min_max(v: &[f64]) -> (f64, f64) {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
             (lo.min(*x), hi.max(*x))
         })
+}
+
+/// CPU time of `pid` and its direct children (nginx's workers), in nanoseconds.
+fn tree_cpu_ns(pid: u32) -> u64 {
+    let children: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("children")).ok())
+        .flat_map(|s| {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    task_cpu_ns(pid) + children.into_iter().map(task_cpu_ns).sum::<u64>()
 }
 
 /// CPU time of every thread of `pid`, in nanoseconds (`/proc/PID/task/*/schedstat`).
@@ -1794,4 +1832,224 @@ fn serve_child(
         axum::serve(listener, app).await?;
         Ok(())
     })
+}
+
+// ---------------------------------------------------------------- the sidecar comparison
+
+/// `--upstream-child`: the trivial upstream both proxies forward to — HTTP/1.1 keep-alive on
+/// 127.0.0.1, every request answered 200 with a small JSON body; one thread.
+fn upstream_child() -> Result<(), Error> {
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        std::process::exit(0);
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        std::io::stdout().flush()?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(
+                            br#"{"sub":"user-123","client_id":"client-a","scope":null}"#,
+                        )),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    })
+}
+
+/// nginx (master + workers), stopped with SIGTERM (the master stops its workers) when dropped.
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--sidecar`: certbound serve vs nginx, both terminating mutual TLS in front of the same
+/// trivial upstream, in one run (see the file's docs).
+fn sidecar(opts: &Opts, root: &Path, out_dir: &Path) -> Result<(), Error> {
+    let nginx_bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or("nginx is required for --sidecar: apt-get install -y nginx")?;
+    let certbound_bin = build(
+        root,
+        &["-p", "certbound-cli", "--bin", "certbound"],
+        "certbound",
+    )?;
+    let started = Instant::now();
+    let dev_dir = std::env::temp_dir().join(format!("certbound-sidecar-{}", std::process::id()));
+    let _cleanup = RemoveDir(dev_dir.clone());
+    certbound_dev::private_dir(&dev_dir)?;
+    DevPki::load_or_create(&dev_dir)?;
+    let signer = SigningKey::generate("dev-1", Algorithm::ES256)?;
+    certbound_dev::write_private(
+        &dev_dir.join("jwt-signing.key"),
+        signer.pkcs8_pem().as_bytes(),
+    )?;
+    let issuer = "https://issuer.bench/";
+    let jwks = dev_dir.join("jwks.json");
+    std::fs::write(&jwks, jwks_document(&[&signer]).to_string())?;
+    let material = Material::load(&dev_dir)?;
+    let token = material.token(issuer, "bench")?;
+    let path = |name: &str| dev_dir.join(name).to_string_lossy().into_owned();
+
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.arg("--upstream-child");
+    let upstream = Server::start(cmd, |line, s| {
+        let addr = line.strip_prefix("listening on http://")?.parse().ok()?;
+        s.addrs.push(("upstream".into(), addr));
+        Some(())
+    })?;
+    let up = upstream.addrs[0].1;
+
+    let mut cmd = Command::new(&certbound_bin);
+    cmd.args(["serve", "--upstream", &format!("http://{up}")])
+        .args(["--listen", "127.0.0.1:0"])
+        .args([
+            "--tls-cert",
+            &path("server.pem"),
+            "--tls-key",
+            &path("server.key"),
+        ])
+        .args(["--issuer", issuer, "--audience", AUDIENCE])
+        .args(["--jwks-file", &jwks.to_string_lossy()])
+        .env("RUST_LOG", "warn");
+    let serve = Server::start(cmd, |line, s| {
+        let addr = line.strip_prefix("listening on https://")?.parse().ok()?;
+        s.addrs.push(("serve".into(), addr));
+        Some(())
+    })?;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let prefix = dev_dir.join("nginx");
+    std::fs::create_dir_all(&prefix)?;
+    let p = prefix.display();
+    // The same termination: TLS 1.3 with the same server certificate, a client certificate
+    // requested (not chain-verified: self-signed mode, like certbound's), HTTP/1.1 keep-alive
+    // to the upstream, access log off (certbound logs nothing per accepted request either).
+    let conf = format!(
+        r#"
+daemon off;
+worker_processes auto;
+error_log {p}/error.log warn;
+pid {p}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {p}/body;
+  proxy_temp_path {p}/proxy;
+  fastcgi_temp_path {p}/fastcgi;
+  uwsgi_temp_path {p}/uwsgi;
+  scgi_temp_path {p}/scgi;
+  upstream app {{ server {up}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_verify_client optional_no_ca;
+    keepalive_requests 100000000;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-SSL-Client-Cert $ssl_client_escaped_cert;
+    }}
+  }}
+}}
+"#,
+        cert = path("server.pem"),
+        key = path("server.key"),
+    );
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let nginx = Nginx(
+        Command::new(&nginx_bin)
+            .args([
+                "-p",
+                &prefix.to_string_lossy(),
+                "-c",
+                &conf_path.to_string_lossy(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let nginx_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(nginx_addr).is_err() {
+        if Instant::now() > deadline {
+            return Err("nginx did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let targets = vec![
+        Target::new(
+            "sidecar_certbound",
+            "(s1) certbound serve --upstream: mTLS + bound token (cache warm) + proxy",
+            Some(serve.addrs[0].1),
+            "/api/hello",
+            Some(&token),
+            serve.pid(),
+        )?,
+        Target::new(
+            "sidecar_nginx",
+            "(s2) nginx: mTLS termination + proxy_pass, no token check",
+            Some(nginx_addr),
+            "/hello",
+            Some(&token),
+            nginx.0.id(),
+        )?,
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = runtime.block_on(material.connector())?;
+    let mut quiet = Opts::parse_from(["loadbench"]);
+    quiet.secs = opts.secs;
+    quiet.rounds = opts.rounds;
+    quiet.connections = opts.connections;
+    quiet.flood = 0;
+    let markdown = runtime.block_on(run(
+        &quiet, &client, &targets, &material, &serve, issuer, out_dir,
+    ))?;
+    drop((nginx, serve, upstream));
+    let md_path = out_dir.join("loadbench-sidecar.md");
+    std::fs::write(&md_path, &markdown)?;
+    println!("\ntables: {}", md_path.display());
+    println!(
+        "sidecar comparison finished in {:.0} s (excluding builds)",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

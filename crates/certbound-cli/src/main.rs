@@ -9,6 +9,8 @@
 //! certbound dpop proof --key KEY --method M --url URL [--token T] [--nonce N]
 //!                                       one DPoP proof on stdout, for curl's `-H "DPoP: …"`
 //! certbound dev-pki [DIR]               the dev CA, server and client certificates the example uses
+//! certbound serve --upstream URL …      certbound in front of any backend (sidecar proxy)
+//! certbound serve --forward-auth …      answers an edge proxy's auth subrequests
 //! ```
 //!
 //! Exit codes: 0 success (for `inspect`: the layer would accept the token), 1 the token would be
@@ -19,6 +21,7 @@ mod certs;
 mod dev_pki;
 mod dpop;
 mod inspect;
+mod serve;
 mod thumbprint;
 mod time;
 
@@ -60,7 +63,23 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Put certbound in front of any backend: a sidecar proxy (--upstream URL) or an edge
+    /// proxy's forward-auth endpoint (--forward-auth).
+    #[command(long_about = SERVE_ABOUT)]
+    Serve(Box<serve::Args>),
 }
+
+const SERVE_ABOUT: &str = "Put certbound in front of any backend.\n\n\
+With --upstream URL it is a sidecar: it terminates mutual TLS (RFC 8705, both modes, CRLs), \
+checks every request's access token exactly as the certbound layer does — JWT, binding to the \
+client certificate or DPoP key (RFC 9449), scopes — and forwards only accepted requests to the \
+upstream, with X-Certbound-Subject, -Client-Id, -Scope, -Issuer and RFC 9440 Client-Cert \
+headers (any copies the client sent are removed). Rejected requests get the RFC 6750 / RFC 9449 \
+answer and never reach the upstream.\n\n\
+With --forward-auth it answers nginx auth_request, Traefik forwardAuth and Caddy forward_auth \
+subrequests about the original request (X-Original-Method/-URI or X-Forwarded-Method/-Uri), \
+trusted only from --trusted-proxy peers: 200 with the identity headers, or 401/403 with \
+WWW-Authenticate.";
 
 /// `println!` that survives a closed stdout: `certbound … | head -1` ends quietly (exit 0) when
 /// the reader has gone, instead of panicking; any other write error is exit 2.
@@ -106,7 +125,15 @@ impl Fatal {
 pub(crate) type Outcome = Result<ExitCode, Fatal>;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `certbound serve --config FILE`: the file's settings become flags first.
+    let args = match serve::config_file::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(Fatal(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             // --help and --version: clap prints them on stdout and exits 0.
@@ -122,6 +149,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Dpop { command } => dpop::run(command),
         Command::DevPki { dir, force } => dev_pki::run(dir, force),
+        Command::Serve(args) => serve::run(*args),
     };
     match outcome {
         Ok(code) => code,

@@ -31,6 +31,8 @@
 //!   `self_signed_tls_client_auth`, optional or mandatory).
 //! * [`listener`] — [`TlsListener`] and its limits: ClientHello deadline, handshake timeout,
 //!   pending handshakes per IP address and in all, open connections.
+//!   [`TlsListener::config_handle`] swaps the server configuration (a renewed certificate) for
+//!   new handshakes while open connections keep theirs.
 //! * [`plain`] — [`PlainListener`], plain TCP behind a TLS-terminating proxy: connections
 //!   without a request per IP address, open connections; the peer address on every request.
 //! * [`server`] — [`serve`] (axum routers and any tower service, over either listener) and
@@ -68,7 +70,7 @@ pub mod server;
 
 pub use config::{server_config, ClientAuth};
 pub use error::TlsError;
-pub use listener::{ListenerStats, TlsConnection, TlsListener};
+pub use listener::{ListenerStats, ServerConfigHandle, TlsConnection, TlsListener};
 pub use peer::PeerCertificate;
 pub use pem::{load_ca_roots, load_certs, load_crls, load_private_key};
 pub use plain::{PlainConnection, PlainListener};

@@ -107,6 +107,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::server::Acceptor;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -150,7 +151,7 @@ const READY_QUEUE: usize = 64;
 /// and abandons handshakes in progress; connections already handed out stay open.
 pub struct TlsListener {
     local_addr: SocketAddr,
-    config: Arc<ServerConfig>,
+    config: ServerConfigHandle,
     limits: Limits,
     stats: ListenerStats,
     state: State,
@@ -190,7 +191,7 @@ impl TlsListener {
     pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
         Ok(Self {
             local_addr: listener.local_addr()?,
-            config,
+            config: ServerConfigHandle::new(config),
             limits: Limits {
                 handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
                 client_hello_timeout: DEFAULT_CLIENT_HELLO_TIMEOUT,
@@ -272,6 +273,24 @@ impl TlsListener {
     /// into a server.
     pub fn stats(&self) -> ListenerStats {
         self.stats.clone()
+    }
+
+    /// A handle that replaces the server configuration — a renewed server certificate, a new
+    /// client CA or CRL — without restarting: handshakes that start after
+    /// [`ServerConfigHandle::store`] use the new configuration; connections already open (and
+    /// handshakes in progress) keep the one they started with. It stays valid after the
+    /// listener is moved into a server.
+    ///
+    /// ```no_run
+    /// # async fn doc(listener: certbound_tls::TlsListener, renewed: std::sync::Arc<rustls::ServerConfig>) {
+    /// let reload = listener.config_handle();
+    /// tokio::spawn(async move { certbound_tls::serve(listener, axum::Router::new()).await });
+    /// // … later, when the certificate files changed:
+    /// reload.store(renewed);
+    /// # }
+    /// ```
+    pub fn config_handle(&self) -> ServerConfigHandle {
+        self.config.clone()
     }
 
     /// Waits for the next connection whose TLS handshake has completed.
@@ -357,7 +376,7 @@ impl Drop for AbortOnDrop {
 
 /// What the accept task and its handshake tasks share.
 struct Shared {
-    config: Arc<ServerConfig>,
+    config: ServerConfigHandle,
     limits: Limits,
     stats: ListenerStats,
     pending_by_ip: Arc<PendingByIp>,
@@ -578,7 +597,7 @@ async fn handshake(
             }
             Err(_elapsed) => return Err(Failure::TimedOut),
         };
-        let rest = start.into_stream(shared.config.clone());
+        let rest = start.into_stream(shared.config.load());
         match tokio::time::timeout_at(handshake_deadline, rest).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(err)) => Err(Failure::Failed(err)),
@@ -668,6 +687,33 @@ pub(crate) async fn handle_accept_error(err: io::Error) {
     }
     tracing::error!("TCP accept error: {err}; retrying in 1s");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The server configuration a [`TlsListener`] hands to each new handshake, replaceable while it
+/// runs ([`TlsListener::config_handle`]). Cheap to clone; every clone swaps the same one.
+#[derive(Clone)]
+pub struct ServerConfigHandle(Arc<ArcSwap<ServerConfig>>);
+
+impl ServerConfigHandle {
+    fn new(config: Arc<ServerConfig>) -> Self {
+        Self(Arc::new(ArcSwap::new(config)))
+    }
+
+    /// Makes `config` the one every handshake from now on uses.
+    pub fn store(&self, config: Arc<ServerConfig>) {
+        self.0.store(config);
+    }
+
+    /// The configuration new handshakes use now.
+    pub fn load(&self) -> Arc<ServerConfig> {
+        self.0.load_full()
+    }
+}
+
+impl fmt::Debug for ServerConfigHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerConfigHandle").finish_non_exhaustive()
+    }
 }
 
 /// A TLS connection from [`TlsListener::accept`]: the stream, the client's

@@ -1,0 +1,256 @@
+//! Forward-auth: answering an edge proxy's authorization subrequest — nginx `auth_request`,
+//! Traefik `forwardAuth`, Caddy `forward_auth`, Envoy `ext_authz` (HTTP).
+//!
+//! The subrequest carries the client's headers (`Authorization`, `DPoP`), the client
+//! certificate in the edge's forwarded header, and the original method and URI in
+//! `X-Original-Method` / `X-Original-URI` (nginx) or `X-Forwarded-Method` / `X-Forwarded-Uri`
+//! (Traefik, Caddy). [`OriginalRequest`] — outside the certbound layer — turns the subrequest
+//! back into the client's request, so the layer decides about *that* request: DPoP's `htm`
+//! and `htu` are checked against the original method and URI (the layer builds `htu` from
+//! `--public-url`, or from the trusted edge's `X-Forwarded-Proto` / `-Host`, as always). Only a
+//! `--trusted-proxy` peer may say what the original request was; anyone else gets 403.
+//!
+//! [`Allow`] — inside the layer — answers an accepted request 200 with the identity headers
+//! for the edge to copy; a refused one gets the layer's own 401/403 with `WWW-Authenticate`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use certbound::tls::PeerCertificate;
+use certbound::{IpCidr, VerifiedToken};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use tower_service::Service;
+
+use super::headers;
+use super::proxy::{empty, status, Body};
+
+/// Longest original URI accepted from the edge, in bytes (nginx's default large header
+/// buffer is 8 KiB).
+const MAX_URI_LEN: usize = 8 * 1024;
+
+/// The original request, as a trusted edge describes it.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Original {
+    /// Method and URI (origin-form: path and query).
+    Request(Method, Uri),
+    /// The edge sent no original URI: its configuration lacks the header.
+    Missing,
+    /// The edge sent a method or URI that does not parse.
+    Malformed,
+}
+
+/// Reads the original method and URI: `X-Original-*` (nginx) first, then `X-Forwarded-*`
+/// (Traefik, Caddy). Without a method header the subrequest's own method is the original's
+/// (nginx's `auth_request` keeps it).
+pub(crate) fn original(method: &Method, headers: &HeaderMap) -> Original {
+    let get = |name: &str| headers.get(name).map(|v| v.to_str().map(str::trim));
+    let uri = match get("x-original-uri").or_else(|| get("x-forwarded-uri")) {
+        None => return Original::Missing,
+        Some(Err(_)) => return Original::Malformed,
+        Some(Ok(uri)) => uri,
+    };
+    if uri.is_empty() || uri.len() > MAX_URI_LEN || !uri.starts_with('/') {
+        return Original::Malformed;
+    }
+    let Ok(uri) = uri.parse::<Uri>() else {
+        return Original::Malformed;
+    };
+    let method = match get("x-original-method").or_else(|| get("x-forwarded-method")) {
+        None => method.clone(),
+        Some(Ok(m)) if !m.is_empty() && m.len() <= 32 => match Method::from_bytes(m.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return Original::Malformed,
+        },
+        Some(_) => return Original::Malformed,
+    };
+    Original::Request(method, uri)
+}
+
+/// Outside the layer: rewrites a trusted edge's subrequest into the original request.
+#[derive(Clone)]
+pub(crate) struct OriginalRequest<S> {
+    inner: S,
+    trusted: Arc<[IpCidr]>,
+}
+
+impl<S> OriginalRequest<S> {
+    pub(crate) fn new(inner: S, trusted: Vec<IpCidr>) -> Self {
+        Self {
+            inner,
+            trusted: trusted.into(),
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> Service<Request<B>> for OriginalRequest<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let peer = req
+            .extensions()
+            .get::<PeerCertificate>()
+            .map(|p| p.remote_addr().ip());
+        let trusted = peer.is_some_and(|ip| self.trusted.iter().any(|cidr| cidr.contains(ip)));
+        if !trusted {
+            // Anyone can send these: at most one line per second.
+            static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if LAST.swap(now, std::sync::atomic::Ordering::Relaxed) != now {
+                tracing::warn!(
+                    peer = %peer.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+                    "forward-auth request from a peer that is not a --trusted-proxy; refused \
+                     (403; at most one line per second)"
+                );
+            }
+            return ready(status(StatusCode::FORBIDDEN, "not a trusted proxy\n"));
+        }
+        match original(req.method(), req.headers()) {
+            Original::Request(method, uri) => {
+                *req.method_mut() = method;
+                *req.uri_mut() = uri;
+                Box::pin(self.inner.call(req))
+            }
+            Original::Missing => {
+                tracing::error!(
+                    "forward-auth request without X-Original-URI or X-Forwarded-Uri: configure \
+                     the edge to send the original URI (nginx: proxy_set_header X-Original-URI \
+                     $request_uri; Traefik and Caddy send X-Forwarded-Uri)"
+                );
+                ready(status(StatusCode::INTERNAL_SERVER_ERROR, ""))
+            }
+            Original::Malformed => {
+                tracing::info!("forward-auth request with a malformed original method or URI");
+                ready(status(
+                    StatusCode::BAD_REQUEST,
+                    "malformed original request\n",
+                ))
+            }
+        }
+    }
+}
+
+fn ready(response: Response<Body>) -> BoxFuture<Result<Response<Body>, Infallible>> {
+    Box::pin(std::future::ready(Ok(response)))
+}
+
+/// Inside the layer: 200 with the identity headers of the verified token. `Allow(true)`, for a
+/// public path, answers 200 without a token and without identity headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Allow(pub(crate) bool);
+
+impl<B> Service<Request<B>> for Allow {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if self.0 {
+            return std::future::ready(Ok(Response::new(empty())));
+        }
+        let Some(token) = req.extensions().get::<VerifiedToken>() else {
+            tracing::error!(
+                "a forward-auth request was answered without a verified token; the certbound \
+                 layer must wrap the answer (refused)"
+            );
+            return std::future::ready(Ok(status(StatusCode::INTERNAL_SERVER_ERROR, "")));
+        };
+        // The leaf is known only when the edge connects to this server with the client's own
+        // certificate — never in the usual setups, where it arrives in a forwarded header.
+        let leaf = req
+            .extensions()
+            .get::<PeerCertificate>()
+            .and_then(PeerCertificate::certificate)
+            .map(|c| c.der());
+        let mut response = Response::new(empty());
+        for (name, value) in headers::identity(token, leaf) {
+            response.headers_mut().insert(name, value);
+        }
+        std::future::ready(Ok(response))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn nginx_and_traefik_headers_name_the_original_request() {
+        let nginx = headers(&[
+            ("x-original-method", "POST"),
+            ("x-original-uri", "/api/orders?id=7"),
+        ]);
+        assert_eq!(
+            original(&Method::GET, &nginx),
+            Original::Request(Method::POST, "/api/orders?id=7".parse().unwrap())
+        );
+        let traefik = headers(&[
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-uri", "/api/orders/7"),
+        ]);
+        assert_eq!(
+            original(&Method::GET, &traefik),
+            Original::Request(Method::DELETE, "/api/orders/7".parse().unwrap())
+        );
+        // nginx without X-Original-Method: the subrequest keeps the client's method.
+        let uri_only = headers(&[("x-original-uri", "/a")]);
+        assert_eq!(
+            original(&Method::PUT, &uri_only),
+            Original::Request(Method::PUT, "/a".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_missing_or_malformed_original_is_never_guessed() {
+        assert_eq!(original(&Method::GET, &HeaderMap::new()), Original::Missing);
+        for bad in [
+            &[("x-original-uri", "https://evil.example/a")][..],
+            &[("x-original-uri", "")],
+            &[("x-original-uri", "/a"), ("x-original-method", "GE T")],
+            &[("x-forwarded-uri", "/a b")],
+        ] {
+            assert_eq!(
+                original(&Method::GET, &headers(bad)),
+                Original::Malformed,
+                "{bad:?}"
+            );
+        }
+        let long = format!("/{}", "a".repeat(MAX_URI_LEN));
+        assert_eq!(
+            original(&Method::GET, &headers(&[("x-original-uri", &long)])),
+            Original::Malformed
+        );
+    }
+}

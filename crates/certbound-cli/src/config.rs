@@ -149,7 +149,7 @@ pub struct ApiConfig {
     #[arg(long)]
     pub dpop: bool,
     /// The URL clients use to reach this API (origin and any path prefix), e.g.
-    /// https://api.example.com: DPoP proofs' `htu` must name it. Without it: https (http with
+    /// `https://api.example.com`: DPoP proofs' `htu` must name it. Without it: https (http with
     /// --plain-http) and the request's Host — or, from a --trusted-proxy only, its Forwarded /
     /// X-Forwarded-Proto, -Host and -Prefix.
     #[arg(long, value_name = "URL")]

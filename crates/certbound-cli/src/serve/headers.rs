@@ -185,7 +185,7 @@ pub(crate) fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Op
         .or_else(|| uri.authority().map(http::uri::Authority::as_str))
 }
 
-/// A host[:port] that can go inside a quoted string without escaping.
+/// A `host[:port]` that can go inside a quoted string without escaping.
 fn is_token_safe_host(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 255

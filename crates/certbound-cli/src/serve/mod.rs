@@ -54,7 +54,7 @@ EXIT STATUS:\n  0 after a clean shutdown (or a valid --check-config), 2 for a co
 pub(crate) struct Args {
     /// Read settings from this TOML file first: one key per flag (issuer = "…",
     /// trusted-proxy = ["…"], dpop = true), secrets as { env = "NAME" }, per-path rules as
-    /// [[path]] tables (prefix, public = true | scopes = […]). Flags on the command line win.
+    /// `[[path]]` tables (prefix, public = true | scopes = […]). Flags on the command line win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// The example protected API's flags (one shared definition).

@@ -237,6 +237,78 @@ async fn one_hundred_concurrent_requests_with_a_new_token_make_one_call() {
     assert_eq!(t.issuer.introspection_calls(), 1);
 }
 
+/// With the real clock: an endpoint that hangs until the introspector's timeout. The failure is
+/// remembered from when the call ended (not from when it started, which would store an entry
+/// already ended), and the requests that waited for the call take its answer — so 100
+/// concurrent requests make one call (two if some arrive after the failure's second), and none
+/// queues behind a second call.
+#[tokio::test]
+async fn a_hanging_endpoint_costs_one_call_for_a_hundred_concurrent_requests() {
+    let t = OpaqueApi::start_with(
+        ClientAuthMethod::SecretBasic(SECRET.into()),
+        |b| {
+            b.auth(IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET))
+                .timeout(Duration::from_secs(2))
+        },
+        |b, _| b.clock(unix_now),
+    )
+    .await;
+    let a = t.api.pki.client_a.clone();
+    let token = t.opaque_for(&a);
+    t.issuer
+        .set_introspection_failure(FailureMode::Slow(Duration::from_secs(30)));
+    let client = t.api.client(Some(&a));
+    let url = format!("{}/api/hello", t.api.url);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = client.get(url).bearer_auth(token).send().await.unwrap();
+            let retry = res.headers().get("retry-after").cloned();
+            (res.status().as_u16(), retry)
+        }));
+    }
+    // A guard against a queue of calls, not a speed measurement.
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
+    })
+    .await
+    .expect("requests queued behind one another's calls");
+    for (status, retry) in &all {
+        assert_eq!(*status, 503);
+        assert_eq!(retry.as_ref().unwrap(), "5");
+    }
+    let calls = t.issuer.introspection_calls();
+    eprintln!(
+        "100 requests, {calls} call(s), all answered in {:?}",
+        started.elapsed()
+    );
+    assert!((1..=2).contains(&calls), "{calls} calls");
+}
+
+/// An active answer for a token whose `exp` has passed (still within the leeway, so accepted)
+/// is kept like a negative answer, not "until exp" — which would have made every request call.
+#[tokio::test]
+async fn an_active_answer_already_past_its_exp_is_remembered_like_a_negative_one() {
+    let t = OpaqueApi::basic().await;
+    let a = &t.api.pki.client_a;
+    let token = t.issuer.issue_opaque(t.claims(json!({
+        "exp": unix_now() - 10, "cnf": {"x5t#S256": thumbprint(a).to_string()}
+    })));
+    for _ in 0..3 {
+        assert_eq!(t.hello(Some(a), &token).await.status, 200);
+    }
+    assert_eq!(t.issuer.introspection_calls(), 1);
+    t.advance(11);
+    assert_eq!(t.hello(Some(a), &token).await.status, 200);
+    assert_eq!(t.issuer.introspection_calls(), 2);
+}
+
 #[tokio::test]
 async fn unknown_tokens_are_remembered_as_inactive_for_ten_seconds() {
     let t = OpaqueApi::basic().await;

@@ -8,11 +8,14 @@
 //!   holds the token's introspected *claims* — never a verdict: the lifetime and the binding
 //!   (`cnf."x5t#S256"` against this request's certificate, `cnf.jkt` against this request's DPoP
 //!   proof) are checked on every request. It lives until `min(exp, now + max_ttl)` (default
-//!   5 min). A negative entry (inactive, unknown, wrong audience, …) lives `negative_ttl`
+//!   5 min), `now` being when the answer arrived; an active answer whose `exp` has already
+//!   passed is kept like a negative one. A negative entry (inactive, unknown, wrong audience, …) lives `negative_ttl`
 //!   (default 10 s), so a flood of garbage tokens costs the issuer one call per distinct token
 //!   per 10 s. The endpoint's own failures are remembered for one second only. Bounded in
 //!   entries and bytes.
-//! - **Single flight**: concurrent requests with the same unknown token wait for one call.
+//! - **Single flight**: concurrent requests with the same unknown token wait for one call and
+//!   take its answer, whatever its lifetime; an entry that has ended is removed only by a
+//!   conditional removal that never touches a call in flight.
 //! - **Revocation delay**: a token revoked at the issuer keeps working here until its positive
 //!   entry ends — up to `max_ttl` (5 min by default). Lower
 //!   [`max_ttl`](IntrospectionCacheConfig::max_ttl) to shorten it (zero: every request
@@ -171,22 +174,35 @@ impl Introspection {
         token: &str,
     ) -> Result<Introspected, Rejection> {
         let key = token_fingerprint(token);
-        let guard = loop {
-            match self.cache.get_value_or_guard_async(&key).await {
-                Ok(entry) if (auth.clock)() < entry.until => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return entry.answer;
-                }
-                // Expired: drop it, and queue again (one of the waiters calls).
-                Ok(_) => {
-                    self.cache.remove(&key);
-                }
-                Err(guard) => break guard,
-            }
-        };
         let now = (auth.clock)();
-        let (answer, weight) = self.call(auth, token, now).await;
+        if let Some(entry) = self.cache.get(&key) {
+            if now < entry.until {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return entry.answer;
+            }
+            // Ended: remove that entry only. `remove_if` looks at resident entries, so another
+            // request's call in flight (a placeholder) is never removed, and an entry stored
+            // meanwhile fails the test.
+            self.cache.remove_if(&key, |entry| entry.until <= now);
+        }
+        let guard = match self.cache.get_value_or_guard_async(&key).await {
+            // The answer of the call this request waited for (or one stored just now): used
+            // whatever its `until` — no call of this request's own would be fresher.
+            Ok(entry) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return entry.answer;
+            }
+            Err(guard) => guard,
+        };
+        let (answer, weight) = self.call(auth, token).await;
+        // Lifetimes count from the answer, not from the request: a call that took the whole
+        // timeout must not store an entry that has already ended.
+        let now = (auth.clock)();
         let until = match &answer {
+            // Active, but its exp has passed: nothing to keep it for beyond a negative entry.
+            Ok(introspected) if introspected.claims().expires_at() <= now => {
+                now.saturating_add(self.config.negative_ttl.as_secs())
+            }
             Ok(introspected) => introspected.cache_until(now, self.config.max_ttl.as_secs()),
             Err(rejection) if is_token_verdict(rejection) => {
                 now.saturating_add(self.config.negative_ttl.as_secs())
@@ -208,7 +224,6 @@ impl Introspection {
         &self,
         auth: &Authenticator,
         token: &str,
-        now: u64,
     ) -> (Result<Introspected, Rejection>, u64) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::layer::metric_names::INTROSPECTIONS).increment(1);
@@ -229,7 +244,7 @@ impl Introspection {
         let checked = auth.verifier.check_introspection_response(
             reply.content_type.as_deref(),
             &reply.body,
-            now,
+            (auth.clock)(),
         );
         let answer = match checked {
             Ok(IntrospectionResponse::Checked(introspected)) => Ok(introspected),

@@ -270,7 +270,11 @@ impl IntrospectorBuilder {
                 metadata_url: "(no issuer configured)".into(),
             })?;
         let issuer_url = discovery::check_url(&issuer, true)?;
-        let http = HttpClient::new(&self.http_config(issuer_url.scheme() == "https", None))?;
+        // Discovery is a GET without credentials: it may follow redirects.
+        let http = HttpClient::new(&HttpConfig {
+            follow_redirects: true,
+            ..self.http_config(issuer_url.scheme() == "https", None)
+        })?;
         let metadata = discovery::discover(&http, &issuer, &issuer_url).await?;
         self.build_with_metadata(Some(&metadata))
     }
@@ -359,6 +363,8 @@ impl IntrospectorBuilder {
             https_only,
             identity,
             keep_alive: true,
+            // A 307/308 would re-POST the token and this server's credentials elsewhere.
+            follow_redirects: false,
         }
     }
 }
@@ -385,7 +391,8 @@ impl IntrospectorBuilder {
 /// ```
 ///
 /// Failures are typed for the layer: unreachable, a timeout, a 5xx or any other unexpected
-/// status is [`IntrospectionFailure::Unavailable`]; 401/403 (or `400 invalid_client`) is
+/// status — a redirect too: redirects are never followed, since a 307/308 would send the token
+/// and this server's credentials to another URL — is [`IntrospectionFailure::Unavailable`]; 401/403 (or `400 invalid_client`) is
 /// [`IntrospectionFailure::CredentialsRefused`]. Each failure is logged at most once a second.
 ///
 /// Cheap to clone: clones share one HTTP client (and its kept-alive connections).
@@ -515,6 +522,14 @@ impl Introspector {
                     Err(IntrospectionFailure::Unavailable)
                 }
             },
+            status if status.is_redirection() => {
+                self.warn(&format!(
+                    "HTTP status {}: redirects are not followed (they would send the token and \
+                     this server's credentials to another URL); configure the endpoint's final URL",
+                    status.as_u16()
+                ));
+                Err(IntrospectionFailure::Unavailable)
+            }
             status => {
                 self.warn(&format!("HTTP status {}", status.as_u16()));
                 Err(IntrospectionFailure::Unavailable)

@@ -324,11 +324,15 @@ impl IntrospectorBuilder {
             .or(issuer)
             .unwrap_or_else(|| endpoint.to_string());
         let authorization = match &auth.method {
-            Method::SecretBasic(secret) => Some(
-                HeaderValue::from_str(&client_secret_basic(&auth.client_id, secret)).map_err(
-                    |_| RemoteJwksBuildError::ClientCredentials("client id or secret".into()),
-                )?,
-            ),
+            Method::SecretBasic(secret) => {
+                let mut value =
+                    HeaderValue::from_str(&client_secret_basic(&auth.client_id, secret)).map_err(
+                        |_| RemoteJwksBuildError::ClientCredentials("client id or secret".into()),
+                    )?;
+                // Kept out of debug output and HPACK tables.
+                value.set_sensitive(true);
+                Some(value)
+            }
             _ => None,
         };
         Ok(Introspector {
@@ -596,5 +600,24 @@ impl IntrospectionSource for Introspector {
 
     fn client_id(&self) -> &str {
         self.inner.auth.client_id()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_basic_authorization_value_is_marked_sensitive() {
+        let introspector = Introspector::builder()
+            .endpoint("https://issuer.example/introspect")
+            .auth(IntrospectionAuth::client_secret_basic("api", "s3cret"))
+            .build_with_metadata(None)
+            .unwrap();
+        let value = introspector.inner.authorization.as_ref().unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(format!("{value:?}"), "Sensitive");
+        assert!(!format!("{introspector:?}").contains("s3cret"));
     }
 }

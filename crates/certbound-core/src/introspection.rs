@@ -10,7 +10,8 @@
 //! [`IntrospectionFailure`]. The checked response is an [`Introspected`] — the token's claims,
 //! what a cache keeps — and [`resume`](crate::NeedIntrospection::resume) checks its lifetime and
 //! its binding (`cnf`, the same [`Confirmation`](crate::Confirmation) as a JWT's) against *this*
-//! request, every time.
+//! request, every time. A JWT introspected with `introspect_all` keeps its own `cnf`: a response
+//! that does not carry the same binding is [`Rejection::BindingMismatch`].
 //!
 //! ```
 //! use certbound_core::{
@@ -761,6 +762,74 @@ mod tests {
             s.verify(&v, Err(Rejection::UnknownKey)).unwrap_err().code(),
             invalid
         );
+    }
+
+    /// `introspect_all` under `IfBound`: a JWT's own `cnf` binds it whatever the response
+    /// says — a response without that `cnf` (or with another) does not confirm the token.
+    #[test]
+    fn an_introspected_jwt_keeps_its_own_binding() {
+        let v = Verifier::new(
+            vec![TokenPolicy::new(ISS, AUD).algorithms([Algorithm::HS256])],
+            BindingPolicy::IfBound,
+        )
+        .unwrap()
+        .introspection(IntrospectionPolicy::default().introspect_all(true));
+        let claims = json!({"iss": ISS, "aud": AUD, "exp": NOW + 300,
+                            "cnf": {"x5t#S256": cert().to_string()}});
+        let bound_jwt = sign(json!({"alg": "HS256", "kid": "k"}), claims.clone());
+        let unbound_jwt = sign(json!({"alg": "HS256", "kid": "k"}), without(claims, "cnf"));
+        let other = Thumbprint::of_der(b"other cert");
+        let run = |token: &str, response: Value, presented: Option<Thumbprint>| {
+            let Step::NeedIntrospection(need) =
+                v.verify(Credentials::bearer(token), presented, NOW)
+            else {
+                panic!("expected NeedIntrospection")
+            };
+            match need.check_response(Some("application/json"), response.to_string().as_bytes()) {
+                Ok(IntrospectionResponse::Checked(i)) => need.resume(Ok(i)),
+                other => panic!("{other:?}"),
+            }
+        };
+        let unbound_response = without(active(), "cnf");
+        let other_response = with(active(), "cnf", json!({"x5t#S256": other.to_string()}));
+        // The response omits cnf: the JWT's binding still holds — without a certificate, or
+        // even with the right one, the response does not confirm it.
+        assert_eq!(
+            run(&bound_jwt, unbound_response.clone(), None).unwrap_err(),
+            Rejection::BindingMismatch
+        );
+        assert_eq!(
+            run(&bound_jwt, unbound_response.clone(), Some(cert())).unwrap_err(),
+            Rejection::BindingMismatch
+        );
+        // Another binding in the response: refused whichever certificate is presented.
+        for presented in [Some(cert()), Some(other), None] {
+            assert_eq!(
+                run(&bound_jwt, other_response.clone(), presented).unwrap_err(),
+                Rejection::BindingMismatch
+            );
+        }
+        // Both agree: the binding is checked against the request as usual.
+        assert!(run(&bound_jwt, active(), Some(cert())).is_ok());
+        assert_eq!(
+            run(&bound_jwt, active(), None).unwrap_err(),
+            Rejection::MissingClientCertificate
+        );
+        // A JWT without cnf: the response's binding (or none, under IfBound) decides.
+        assert!(run(&unbound_jwt, unbound_response, None).is_ok());
+        assert_eq!(
+            run(&unbound_jwt, active(), Some(other)).unwrap_err(),
+            Rejection::BindingMismatch
+        );
+        // A JWS-shaped token with a malformed cnf is refused as such.
+        let malformed = sign(
+            json!({"alg": "HS256"}),
+            json!({"iss": ISS, "cnf": {"x5t#S256": 7}}),
+        );
+        assert!(matches!(
+            v.verify(Credentials::bearer(&malformed), Some(cert()), NOW),
+            Step::Reject(Rejection::MalformedBinding)
+        ));
     }
 
     #[test]

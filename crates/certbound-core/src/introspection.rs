@@ -2,7 +2,8 @@
 //! and RFC 9701 signed responses): every rule about the response lives here, sans-IO.
 //!
 //! With an [`IntrospectionPolicy`] on the [`Verifier`](crate::Verifier), a token that is not a
-//! compact JWS (not three dot-separated segments) — or every token, with
+//! compact JWS (not three dot-separated segments, or three that do not parse as one, like a
+//! PASETO `v4.local.…`) — or every token, with
 //! [`introspect_all`](IntrospectionPolicy::introspect_all) — makes the verifier answer
 //! [`Step::NeedIntrospection`](crate::Step::NeedIntrospection). The driver POSTs the token to
 //! the endpoint and hands back the raw response (content type and body) to
@@ -127,8 +128,10 @@ impl IntrospectionPolicy {
         self.introspect_all
     }
 
-    /// Whether this token goes to the introspection endpoint: every token with
-    /// [`introspect_all`](Self::introspect_all), otherwise those that are not a compact JWS.
+    /// Whether this token goes to the introspection endpoint by its shape alone: every token
+    /// with [`introspect_all`](Self::introspect_all), otherwise those that are not shaped like a
+    /// compact JWS. (The verifier also introspects a JWS-shaped token that does not parse as
+    /// one.)
     pub fn wants(&self, token: &str) -> bool {
         self.introspect_all || !looks_like_jws(token)
     }
@@ -841,6 +844,20 @@ mod tests {
             Step::NeedKey(_) | Step::Reject(_)
         ));
         for opaque in ["abc", "a.b", "a.b.c.d.e"] {
+            assert!(
+                matches!(
+                    v.verify(Credentials::bearer(opaque), None, NOW),
+                    Step::NeedIntrospection(_)
+                ),
+                "{opaque}"
+            );
+        }
+        // Two dots but not a JWS (PASETO-like, or base64url that is not JSON): opaque too.
+        for opaque in [
+            "v4.local.c29tZXRoaW5n",
+            "abc.def.ghi",
+            "e30.bm90IGpzb24.c2ln",
+        ] {
             assert!(
                 matches!(
                     v.verify(Credentials::bearer(opaque), None, NOW),

@@ -614,8 +614,20 @@ impl Verifier {
                 return Err(Rejection::TokenTooLarge);
             }
             let proof = self.check_proof(&credentials, now)?;
+            // Parsed here when introspection is on: a token with the shape of a compact JWS
+            // that does not parse as one (a PASETO-like `v4.local.…`) is opaque too.
+            let mut parsed = None;
             if let (None, Some(introspection)) = (&cached, &self.introspection) {
-                if introspection.wants(credentials.token) {
+                let opaque = introspection.wants(credentials.token)
+                    || match UnverifiedToken::parse(credentials.token) {
+                        Ok(token) => {
+                            parsed = Some(token);
+                            false
+                        }
+                        Err(Rejection::MalformedToken) => true,
+                        Err(rejection) => return Err(rejection),
+                    };
+                if opaque {
                     let token_binding = token_binding(credentials.token)?;
                     return Ok(Step::NeedIntrospection(NeedIntrospection {
                         verifier: self,
@@ -638,7 +650,10 @@ impl Verifier {
                     hit.claims.alg().ok_or(Rejection::MalformedToken)?,
                 ),
                 None => {
-                    let token = UnverifiedToken::parse(credentials.token)?;
+                    let token = match parsed {
+                        Some(token) => token,
+                        None => UnverifiedToken::parse(credentials.token)?,
+                    };
                     let issuer = self.select_issuer(&token)?;
                     let policy = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
                     let alg = policy.check_header(token.header())?;

@@ -75,10 +75,17 @@ impl OpaqueApi {
     }
 
     async fn basic() -> Self {
+        Self::basic_with(|b, _| b).await
+    }
+
+    /// [`basic`](Self::basic), then `configure`d.
+    async fn basic_with(
+        configure: impl FnOnce(CertBoundBuilder, &TestIssuer) -> CertBoundBuilder,
+    ) -> Self {
         Self::start(
             ClientAuthMethod::SecretBasic(SECRET.into()),
             IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET),
-            |b, _| b,
+            configure,
         )
         .await
     }
@@ -543,6 +550,66 @@ async fn rfc9701_signed_responses_are_verified_and_forgeries_refused() {
     let answer = t.hello(Some(a), &token).await;
     t.assert_503(&answer, &token, a, "invalid_introspection_response")
         .await;
+}
+
+/// The layer's introspector under another client id: the `aud` the layer then expects in a
+/// signed response.
+#[derive(Debug)]
+struct AsClient(Introspector, &'static str);
+
+impl certbound::IntrospectionSource for AsClient {
+    fn introspect<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        certbound::IntrospectionReply,
+                        certbound_core::IntrospectionFailure,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        self.0.introspect(token)
+    }
+
+    fn client_id(&self) -> &str {
+        self.1
+    }
+}
+
+/// An RFC 9701 signed response is for the client that asked (`aud` = the introspection client
+/// id, checked by default): the issuer's genuine signed response addressed to another client
+/// is refused.
+#[tokio::test]
+async fn a_signed_response_for_another_client_is_refused() {
+    for (as_client, want) in [(CLIENT_ID, 200), ("another-resource-server", 503)] {
+        let t = OpaqueApi::basic_with(|b, issuer| {
+            let introspector = Introspector::builder()
+                .endpoint(issuer.introspection_endpoint())
+                .extra_root_certificates_pem(issuer.ca_pem())
+                .auth(IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET))
+                .request_signed_response(true)
+                .build_with_metadata(None)
+                .unwrap();
+            b.introspection_source(AsClient(introspector, as_client))
+                .require_signed_introspection()
+        })
+        .await;
+        t.issuer
+            .set_introspection_signer(Some(t.api.signer.clone()));
+        let a = &t.api.pki.client_a;
+        let token = t.opaque_for(a);
+        let answer = t.hello(Some(a), &token).await;
+        assert_eq!(answer.status, want, "{as_client}: {answer:?}");
+        if want == 503 {
+            t.assert_503(&answer, &token, a, "invalid_introspection_response")
+                .await;
+        }
+        assert_eq!(t.issuer.introspection_calls(), 1);
+    }
 }
 
 #[tokio::test]

@@ -462,7 +462,10 @@ impl CertBoundBuilder {
 
     /// Accept only RFC 9701 signed introspection responses, verified with the issuer's keys; the
     /// layer's `Introspector` then asks for them
-    /// (`Accept: application/token-introspection+jwt`).
+    /// (`Accept: application/token-introspection+jwt`; a custom
+    /// [`introspection_source`](Self::introspection_source) must ask itself). Whether required
+    /// or not, a signed response must name the source's client id in `aud`, carry an `iat` at
+    /// most a minute old (beyond the leeway), and its `exp` ends the cache entry.
     pub fn require_signed_introspection(mut self) -> Self {
         self.require_signed_introspection = true;
         self
@@ -649,12 +652,14 @@ impl CertBoundBuilder {
             }
             metadata = metadata.dpop_signing_algs(dpop.algs());
         }
-        if introspection.is_some() {
+        if let Some(source) = &introspection {
             verifier = verifier.introspection(
                 certbound_core::IntrospectionPolicy::default()
                     .introspect_all(self.introspect_all)
                     .require_audience(self.require_introspection_audience)
-                    .require_signed_response(self.require_signed_introspection),
+                    .require_signed_response(self.require_signed_introspection)
+                    // RFC 9701 §5: a signed response is addressed to the client that asked.
+                    .response_audience(source.client_id()),
             );
         }
         Ok(CertBoundLayer {

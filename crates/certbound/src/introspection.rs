@@ -199,8 +199,9 @@ impl Introspection {
         // timeout must not store an entry that has already ended.
         let now = (auth.clock)();
         let until = match &answer {
-            // Active, but its exp has passed: nothing to keep it for beyond a negative entry.
-            Ok(introspected) if introspected.claims().expires_at() <= now => {
+            // Active, but its exp (or the signed response's) has passed: nothing to keep it for
+            // beyond a negative entry.
+            Ok(introspected) if introspected.ends_at() <= now => {
                 now.saturating_add(self.config.negative_ttl.as_secs())
             }
             Ok(introspected) => introspected.cache_until(now, self.config.max_ttl.as_secs()),

@@ -612,6 +612,104 @@ async fn a_signed_response_for_another_client_is_refused() {
     }
 }
 
+/// At most `max_concurrent_calls` calls in flight: with 2 slots and a slow endpoint, five
+/// requests with five new tokens make two calls (answered 200 when the endpoint answers); the
+/// other three are answered 503 with `Retry-After: 1` without calling.
+#[tokio::test]
+async fn concurrent_calls_are_capped() {
+    let t = OpaqueApi::basic_with(|b, _| {
+        b.introspection_cache(certbound::IntrospectionCacheConfig {
+            max_concurrent_calls: 2,
+            ..Default::default()
+        })
+    })
+    .await;
+    let a = t.api.pki.client_a.clone();
+    t.issuer
+        .set_introspection_failure(FailureMode::Slow(Duration::from_secs(3)));
+    let client = t.api.client(Some(&a));
+    let url = format!("{}/api/hello", t.api.url);
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let (client, url, token) = (client.clone(), url.clone(), t.opaque_for(&a));
+        tasks.push(tokio::spawn(async move {
+            let res = client.get(url).bearer_auth(token).send().await.unwrap();
+            let retry = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (res.status().as_u16(), retry)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers.sort();
+    let one = Some("1".to_owned());
+    assert_eq!(
+        answers,
+        [
+            (200, None),
+            (200, None),
+            (503, one.clone()),
+            (503, one.clone()),
+            (503, one)
+        ]
+    );
+    assert_eq!(t.issuer.introspection_calls(), 2);
+    assert_eq!(t.layer.introspection_stats().unwrap().calls, 2);
+}
+
+/// A custom source that never answers.
+#[derive(Debug)]
+struct NeverAnswers;
+
+impl certbound::IntrospectionSource for NeverAnswers {
+    fn introspect<'a>(
+        &'a self,
+        _token: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        certbound::IntrospectionReply,
+                        certbound_core::IntrospectionFailure,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(std::future::pending())
+    }
+
+    fn client_id(&self) -> &str {
+        "never"
+    }
+}
+
+/// A custom source is bounded by `call_timeout`: unavailable, 503 + Retry-After.
+#[tokio::test]
+async fn a_custom_source_that_never_answers_is_unavailable_after_the_call_timeout() {
+    let t = OpaqueApi::basic_with(|b, _| {
+        b.introspection_source(NeverAnswers).introspection_cache(
+            certbound::IntrospectionCacheConfig {
+                call_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+        )
+    })
+    .await;
+    let a = &t.api.pki.client_a;
+    let token = t.opaque_for(a);
+    // A guard against a hang, not a speed measurement.
+    let answer = tokio::time::timeout(Duration::from_secs(30), retry_after(&t.api, a, &token))
+        .await
+        .expect("the call was never bounded");
+    assert_eq!(answer, (503, Some("5".to_owned())));
+    assert_eq!(t.layer.introspection_stats().unwrap().calls, 1);
+}
+
 #[tokio::test]
 async fn a_dpop_bound_opaque_token_needs_a_proof_with_its_key() {
     let t = OpaqueApi::start(

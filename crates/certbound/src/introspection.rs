@@ -11,7 +11,8 @@
 //!   5 min), `now` being when the answer arrived; an active answer whose `exp` has already
 //!   passed is kept like a negative one. A negative entry (inactive, unknown, wrong audience, …) lives `negative_ttl`
 //!   (default 10 s), so a flood of garbage tokens costs the issuer one call per distinct token
-//!   per 10 s. The endpoint's own failures are remembered for one second only. Bounded in
+//!   per 10 s — and at most `max_concurrent_calls` (default 64) calls are in flight at once;
+//!   beyond that a request is answered 503 with `Retry-After: 1` without calling. The endpoint's own failures are remembered for one second only. Bounded in
 //!   entries and bytes.
 //! - **Single flight**: concurrent requests with the same unknown token wait for one call and
 //!   take its answer, whatever its lifetime; an entry that has ended is removed only by a
@@ -33,9 +34,10 @@
 //! let config = IntrospectionCacheConfig { max_ttl: Duration::from_secs(60), ..Default::default() };
 //! assert_eq!(config.negative_ttl, Duration::from_secs(10));
 //! assert_eq!(IntrospectionCacheConfig::default().max_ttl, Duration::from_secs(300));
+//! assert_eq!(IntrospectionCacheConfig::default().max_concurrent_calls, 64);
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -59,6 +61,14 @@ pub struct IntrospectionCacheConfig {
     pub max_ttl: Duration,
     /// How long a negative answer (inactive, wrong audience, …) is remembered (default 10 s).
     pub negative_ttl: Duration,
+    /// Most introspection calls in flight at once (default 64; at least 1). A request that
+    /// would need one more is answered 503 `introspection_unavailable` with `Retry-After: 1`
+    /// at once: a flood of distinct unknown tokens cannot pile up calls to the issuer.
+    pub max_concurrent_calls: usize,
+    /// Longest one call may take (default 10 s), whatever the source: the `Introspector` has
+    /// its own, shorter timeouts; this bounds a custom `IntrospectionSource` too (when the
+    /// layer runs on a tokio runtime). A call that takes longer is `introspection_unavailable`.
+    pub call_timeout: Duration,
 }
 
 impl Default for IntrospectionCacheConfig {
@@ -68,6 +78,8 @@ impl Default for IntrospectionCacheConfig {
             max_bytes: 16 * 1024 * 1024,
             max_ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(10),
+            max_concurrent_calls: 64,
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -112,8 +124,19 @@ pub(crate) struct Introspection {
     config: IntrospectionCacheConfig,
     refused_log: crate::warn_limit::WarnLimiter,
     invalid_log: AtomicU64,
+    saturated_log: AtomicU64,
     hits: AtomicU64,
     calls: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// One of the `max_concurrent_calls` slots, given back on drop.
+struct CallSlot<'a>(&'a AtomicUsize);
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Introspection {
@@ -142,8 +165,10 @@ impl Introspection {
             config,
             refused_log: crate::warn_limit::WarnLimiter::new(Duration::from_secs(60), 1),
             invalid_log: AtomicU64::new(0),
+            saturated_log: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -226,9 +251,26 @@ impl Introspection {
         auth: &Authenticator,
         token: &str,
     ) -> (Result<Introspected, Rejection>, u64) {
+        let Some(_slot) = self.call_slot() else {
+            self.saturated(auth);
+            return (
+                Err(Rejection::IntrospectionUnavailable {
+                    retry_after_secs: 1,
+                }),
+                64,
+            );
+        };
         self.calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::layer::metric_names::INTROSPECTIONS).increment(1);
-        let reply = match self.source.introspect(token).await {
+        let call = self.source.introspect(token);
+        // The timer needs a tokio runtime; elsewhere the source's own timeouts apply.
+        let reply = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::time::timeout(self.config.call_timeout, call)
+                .await
+                .unwrap_or(Err(IntrospectionFailure::Unavailable)),
+            Err(_) => call.await,
+        };
+        let reply = match reply {
             Ok(reply) => reply,
             Err(failure) => {
                 if failure == IntrospectionFailure::CredentialsRefused {
@@ -274,6 +316,27 @@ impl Introspection {
             }
         }
         (answer, weight)
+    }
+
+    /// A slot for one more call in flight, if fewer than `max_concurrent_calls` are.
+    fn call_slot(&self) -> Option<CallSlot<'_>> {
+        let max = self.config.max_concurrent_calls.max(1);
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = CallSlot(&self.in_flight);
+        (before < max).then_some(slot)
+    }
+
+    /// One WARN line a second at most while calls are refused for lack of a slot.
+    fn saturated(&self, auth: &Authenticator) {
+        let second = (auth.clock)();
+        if self.saturated_log.swap(second, Ordering::Relaxed) != second {
+            tracing::warn!(
+                max_concurrent_calls = self.config.max_concurrent_calls,
+                "every introspection call slot is taken (the endpoint is slow, or many distinct \
+                 unknown tokens arrive); answering 503 without calling — raise \
+                 IntrospectionCacheConfig::max_concurrent_calls if the endpoint can take more"
+            );
+        }
     }
 
     /// One ERROR line a minute at most: the fix is in this server's configuration.

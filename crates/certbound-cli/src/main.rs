@@ -42,7 +42,7 @@ enum Command {
     Thumbprint(thumbprint::Args),
     /// Explain an access token (and a DPoP proof): header, claims, binding, expiry, and the
     /// layer's verdict.
-    Inspect(inspect::Args),
+    Inspect(Box<inspect::Args>),
     /// DPoP (RFC 9449) client keys and proofs.
     Dpop {
         #[command(subcommand)]
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Thumbprint(args) => thumbprint::run(&args),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Inspect(args) => inspect::run(*args),
         Command::Dpop { command } => dpop::run(command),
         Command::DevPki { dir, force } => dev_pki::run(dir, force),
     };

@@ -247,8 +247,7 @@ async fn one_hundred_concurrent_requests_with_a_new_token_make_one_call() {
 /// With the real clock: an endpoint that hangs until the introspector's timeout. The failure is
 /// remembered from when the call ended (not from when it started, which would store an entry
 /// already ended), and the requests that waited for the call take its answer — so 100
-/// concurrent requests make one call (two if some arrive after the failure's second), and none
-/// queues behind a second call.
+/// concurrent requests make one call, and none queues behind a second call.
 #[tokio::test]
 async fn a_hanging_endpoint_costs_one_call_for_a_hundred_concurrent_requests() {
     let t = OpaqueApi::start_with(
@@ -266,6 +265,9 @@ async fn a_hanging_endpoint_costs_one_call_for_a_hundred_concurrent_requests() {
         .set_introspection_failure(FailureMode::Slow(Duration::from_secs(30)));
     let client = t.api.client(Some(&a));
     let url = format!("{}/api/hello", t.api.url);
+    // One connection first (HTTP/2: the 100 requests share it), so the listener's limit of 64
+    // handshakes in progress per address is not what this test measures.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -295,7 +297,7 @@ async fn a_hanging_endpoint_costs_one_call_for_a_hundred_concurrent_requests() {
         "100 requests, {calls} call(s), all answered in {:?}",
         started.elapsed()
     );
-    assert!((1..=2).contains(&calls), "{calls} calls");
+    assert_eq!(calls, 1);
 }
 
 /// An active answer for a token whose `exp` has passed (still within the leeway, so accepted)

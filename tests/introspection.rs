@@ -224,6 +224,9 @@ async fn one_hundred_concurrent_requests_with_a_new_token_make_one_call() {
         .set_introspection_failure(FailureMode::Slow(Duration::from_millis(300)));
     let client = t.api.client(Some(&a));
     let url = format!("{}/api/hello", t.api.url);
+    // One connection first (HTTP/2: the 100 requests share it), not 100 handshakes against the
+    // listener's limit of 64 in progress per address.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let (client, url, token) = (client.clone(), url.clone(), token.clone());

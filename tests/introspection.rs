@@ -75,10 +75,17 @@ impl OpaqueApi {
     }
 
     async fn basic() -> Self {
+        Self::basic_with(|b, _| b).await
+    }
+
+    /// [`basic`](Self::basic), then `configure`d.
+    async fn basic_with(
+        configure: impl FnOnce(CertBoundBuilder, &TestIssuer) -> CertBoundBuilder,
+    ) -> Self {
         Self::start(
             ClientAuthMethod::SecretBasic(SECRET.into()),
             IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET),
-            |b, _| b,
+            configure,
         )
         .await
     }
@@ -217,6 +224,9 @@ async fn one_hundred_concurrent_requests_with_a_new_token_make_one_call() {
         .set_introspection_failure(FailureMode::Slow(Duration::from_millis(300)));
     let client = t.api.client(Some(&a));
     let url = format!("{}/api/hello", t.api.url);
+    // One connection first (HTTP/2: the 100 requests share it), not 100 handshakes against the
+    // listener's limit of 64 in progress per address.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let (client, url, token) = (client.clone(), url.clone(), token.clone());
@@ -235,6 +245,80 @@ async fn one_hundred_concurrent_requests_with_a_new_token_make_one_call() {
         assert_eq!(task.await.unwrap(), 200);
     }
     assert_eq!(t.issuer.introspection_calls(), 1);
+}
+
+/// With the real clock: an endpoint that hangs until the introspector's timeout. The failure is
+/// remembered from when the call ended (not from when it started, which would store an entry
+/// already ended), and the requests that waited for the call take its answer — so 100
+/// concurrent requests make one call, and none queues behind a second call.
+#[tokio::test]
+async fn a_hanging_endpoint_costs_one_call_for_a_hundred_concurrent_requests() {
+    let t = OpaqueApi::start_with(
+        ClientAuthMethod::SecretBasic(SECRET.into()),
+        |b| {
+            b.auth(IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET))
+                .timeout(Duration::from_secs(2))
+        },
+        |b, _| b.clock(unix_now),
+    )
+    .await;
+    let a = t.api.pki.client_a.clone();
+    let token = t.opaque_for(&a);
+    t.issuer
+        .set_introspection_failure(FailureMode::Slow(Duration::from_secs(30)));
+    let client = t.api.client(Some(&a));
+    let url = format!("{}/api/hello", t.api.url);
+    // One connection first (HTTP/2: the 100 requests share it), so the listener's limit of 64
+    // handshakes in progress per address is not what this test measures.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let res = client.get(url).bearer_auth(token).send().await.unwrap();
+            let retry = res.headers().get("retry-after").cloned();
+            (res.status().as_u16(), retry)
+        }));
+    }
+    // A guard against a queue of calls, not a speed measurement.
+    let all = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        answers
+    })
+    .await
+    .expect("requests queued behind one another's calls");
+    for (status, retry) in &all {
+        assert_eq!(*status, 503);
+        assert_eq!(retry.as_ref().unwrap(), "5");
+    }
+    let calls = t.issuer.introspection_calls();
+    eprintln!(
+        "100 requests, {calls} call(s), all answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls, 1);
+}
+
+/// An active answer for a token whose `exp` has passed (still within the leeway, so accepted)
+/// is kept like a negative answer, not "until exp" — which would have made every request call.
+#[tokio::test]
+async fn an_active_answer_already_past_its_exp_is_remembered_like_a_negative_one() {
+    let t = OpaqueApi::basic().await;
+    let a = &t.api.pki.client_a;
+    let token = t.issuer.issue_opaque(t.claims(json!({
+        "exp": unix_now() - 10, "cnf": {"x5t#S256": thumbprint(a).to_string()}
+    })));
+    for _ in 0..3 {
+        assert_eq!(t.hello(Some(a), &token).await.status, 200);
+    }
+    assert_eq!(t.issuer.introspection_calls(), 1);
+    t.advance(11);
+    assert_eq!(t.hello(Some(a), &token).await.status, 200);
+    assert_eq!(t.issuer.introspection_calls(), 2);
 }
 
 #[tokio::test]
@@ -446,10 +530,9 @@ async fn each_client_authentication_method_is_checked_by_the_endpoint() {
 async fn rfc9701_signed_responses_are_verified_and_forgeries_refused() {
     let t = OpaqueApi::start_with(
         ClientAuthMethod::SecretBasic(SECRET.into()),
-        |b| {
-            b.auth(IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET))
-                .request_signed_response(true)
-        },
+        // Only the layer's option: it asks for signed responses itself (the issuer signs only
+        // when the request's Accept asks for it).
+        |b| b.auth(IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET)),
         |b, _| b.require_signed_introspection(),
     )
     .await;
@@ -472,6 +555,164 @@ async fn rfc9701_signed_responses_are_verified_and_forgeries_refused() {
     let answer = t.hello(Some(a), &token).await;
     t.assert_503(&answer, &token, a, "invalid_introspection_response")
         .await;
+}
+
+/// The layer's introspector under another client id: the `aud` the layer then expects in a
+/// signed response.
+#[derive(Debug)]
+struct AsClient(Introspector, &'static str);
+
+impl certbound::IntrospectionSource for AsClient {
+    fn introspect<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        certbound::IntrospectionReply,
+                        certbound_core::IntrospectionFailure,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        self.0.introspect(token)
+    }
+
+    fn client_id(&self) -> &str {
+        self.1
+    }
+}
+
+/// An RFC 9701 signed response is for the client that asked (`aud` = the introspection client
+/// id, checked by default): the issuer's genuine signed response addressed to another client
+/// is refused.
+#[tokio::test]
+async fn a_signed_response_for_another_client_is_refused() {
+    for (as_client, want) in [(CLIENT_ID, 200), ("another-resource-server", 503)] {
+        let t = OpaqueApi::basic_with(|b, issuer| {
+            let introspector = Introspector::builder()
+                .endpoint(issuer.introspection_endpoint())
+                .extra_root_certificates_pem(issuer.ca_pem())
+                .auth(IntrospectionAuth::client_secret_basic(CLIENT_ID, SECRET))
+                .request_signed_response(true)
+                .build_with_metadata(None)
+                .unwrap();
+            b.introspection_source(AsClient(introspector, as_client))
+                .require_signed_introspection()
+        })
+        .await;
+        t.issuer
+            .set_introspection_signer(Some(t.api.signer.clone()));
+        let a = &t.api.pki.client_a;
+        let token = t.opaque_for(a);
+        let answer = t.hello(Some(a), &token).await;
+        assert_eq!(answer.status, want, "{as_client}: {answer:?}");
+        if want == 503 {
+            t.assert_503(&answer, &token, a, "invalid_introspection_response")
+                .await;
+        }
+        assert_eq!(t.issuer.introspection_calls(), 1);
+    }
+}
+
+/// At most `max_concurrent_calls` calls in flight: with 2 slots and a slow endpoint, five
+/// requests with five new tokens make two calls (answered 200 when the endpoint answers); the
+/// other three are answered 503 with `Retry-After: 1` without calling.
+#[tokio::test]
+async fn concurrent_calls_are_capped() {
+    let t = OpaqueApi::basic_with(|b, _| {
+        b.introspection_cache(certbound::IntrospectionCacheConfig {
+            max_concurrent_calls: 2,
+            ..Default::default()
+        })
+    })
+    .await;
+    let a = t.api.pki.client_a.clone();
+    t.issuer
+        .set_introspection_failure(FailureMode::Slow(Duration::from_secs(3)));
+    let client = t.api.client(Some(&a));
+    let url = format!("{}/api/hello", t.api.url);
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let (client, url, token) = (client.clone(), url.clone(), t.opaque_for(&a));
+        tasks.push(tokio::spawn(async move {
+            let res = client.get(url).bearer_auth(token).send().await.unwrap();
+            let retry = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (res.status().as_u16(), retry)
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers.sort();
+    let one = Some("1".to_owned());
+    assert_eq!(
+        answers,
+        [
+            (200, None),
+            (200, None),
+            (503, one.clone()),
+            (503, one.clone()),
+            (503, one)
+        ]
+    );
+    assert_eq!(t.issuer.introspection_calls(), 2);
+    assert_eq!(t.layer.introspection_stats().unwrap().calls, 2);
+}
+
+/// A custom source that never answers.
+#[derive(Debug)]
+struct NeverAnswers;
+
+impl certbound::IntrospectionSource for NeverAnswers {
+    fn introspect<'a>(
+        &'a self,
+        _token: &'a str,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        certbound::IntrospectionReply,
+                        certbound_core::IntrospectionFailure,
+                    >,
+                > + Send
+                + 'a,
+        >,
+    > {
+        Box::pin(std::future::pending())
+    }
+
+    fn client_id(&self) -> &str {
+        "never"
+    }
+}
+
+/// A custom source is bounded by `call_timeout`: unavailable, 503 + Retry-After.
+#[tokio::test]
+async fn a_custom_source_that_never_answers_is_unavailable_after_the_call_timeout() {
+    let t = OpaqueApi::basic_with(|b, _| {
+        b.introspection_source(NeverAnswers).introspection_cache(
+            certbound::IntrospectionCacheConfig {
+                call_timeout: Duration::from_millis(300),
+                ..Default::default()
+            },
+        )
+    })
+    .await;
+    let a = &t.api.pki.client_a;
+    let token = t.opaque_for(a);
+    // A guard against a hang, not a speed measurement.
+    let answer = tokio::time::timeout(Duration::from_secs(30), retry_after(&t.api, a, &token))
+        .await
+        .expect("the call was never bounded");
+    assert_eq!(answer, (503, Some("5".to_owned())));
+    assert_eq!(t.layer.introspection_stats().unwrap().calls, 1);
 }
 
 #[tokio::test]

@@ -171,8 +171,9 @@ pub struct ApiConfig {
 }
 
 /// Opaque access tokens by RFC 7662 introspection: the flags shared by the protected API,
-/// `certbound serve` and `certbound inspect` (`#[command(flatten)]`).
-#[derive(Debug, Clone, Default, clap::Args)]
+/// `certbound serve` and `certbound inspect` (`#[command(flatten)]`). Its `Debug` output (and
+/// so [`ApiConfig`]'s) never shows the client secret.
+#[derive(Clone, Default, clap::Args)]
 pub struct IntrospectionFlags {
     /// Accept opaque access tokens by asking the issuer's introspection endpoint (RFC 7662), as
     /// found by discovery (`introspection_endpoint`). Needs --introspection-client-id and its
@@ -206,6 +207,25 @@ pub struct IntrospectionFlags {
     /// The private key (PEM) of --introspection-client-cert.
     #[arg(long, value_name = "PEM", requires = "introspection_client_cert")]
     pub introspection_client_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for IntrospectionFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionFlags")
+            .field("introspect", &self.introspect)
+            .field("introspection_url", &self.introspection_url)
+            .field("introspection_client_id", &self.introspection_client_id)
+            .field(
+                "introspection_client_secret",
+                &self
+                    .introspection_client_secret
+                    .as_ref()
+                    .map(|_| "<redacted>"),
+            )
+            .field("introspection_client_cert", &self.introspection_client_cert)
+            .field("introspection_client_key", &self.introspection_client_key)
+            .finish()
+    }
 }
 
 impl IntrospectionFlags {
@@ -589,6 +609,25 @@ mod tests {
             .unwrap()
             .dpop_on());
         assert!(parse(&["--dpop-nonce-key", "k.txt"]).unwrap().dpop_on());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_client_secret() {
+        let config = parse(&[
+            "--introspect",
+            "--introspection-client-id",
+            "api",
+            "--introspection-client-secret",
+            "do-not-print-me",
+        ])
+        .unwrap();
+        for shown in [format!("{config:?}"), format!("{:?}", config.introspection)] {
+            assert!(!shown.contains("do-not-print-me"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+            assert!(shown.contains("\"api\""), "{shown}");
+        }
+        let auth = config.introspection().unwrap().unwrap();
+        assert!(!format!("{auth:?}").contains("do-not-print-me"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! and RFC 9701 signed responses): every rule about the response lives here, sans-IO.
 //!
 //! With an [`IntrospectionPolicy`] on the [`Verifier`](crate::Verifier), a token that is not a
-//! compact JWS (not three dot-separated segments) — or every token, with
+//! compact JWS (not three dot-separated segments, or three that do not parse as one, like a
+//! PASETO `v4.local.…`) — or every token, with
 //! [`introspect_all`](IntrospectionPolicy::introspect_all) — makes the verifier answer
 //! [`Step::NeedIntrospection`](crate::Step::NeedIntrospection). The driver POSTs the token to
 //! the endpoint and hands back the raw response (content type and body) to
@@ -10,7 +11,8 @@
 //! [`IntrospectionFailure`]. The checked response is an [`Introspected`] — the token's claims,
 //! what a cache keeps — and [`resume`](crate::NeedIntrospection::resume) checks its lifetime and
 //! its binding (`cnf`, the same [`Confirmation`](crate::Confirmation) as a JWT's) against *this*
-//! request, every time.
+//! request, every time. A JWT introspected with `introspect_all` keeps its own `cnf`: a response
+//! that does not carry the same binding is [`Rejection::BindingMismatch`].
 //!
 //! ```
 //! use certbound_core::{
@@ -71,6 +73,10 @@ pub const INTROSPECTION_RETRY_AFTER_SECS: u32 = 5;
 /// configuration mistake is not fixed within seconds.
 pub const CREDENTIALS_REFUSED_RETRY_AFTER_SECS: u32 = 30;
 
+/// How old (by its `iat`, beyond the leeway) an RFC 9701 signed response may be: it was just
+/// fetched, so an older one is a replay or a broken clock.
+pub const SIGNED_RESPONSE_MAX_AGE_SECS: u64 = 60;
+
 /// How opaque tokens are introspected (RFC 7662).
 #[derive(Debug, Clone, Default)]
 pub struct IntrospectionPolicy {
@@ -126,8 +132,10 @@ impl IntrospectionPolicy {
         self.introspect_all
     }
 
-    /// Whether this token goes to the introspection endpoint: every token with
-    /// [`introspect_all`](Self::introspect_all), otherwise those that are not a compact JWS.
+    /// Whether this token goes to the introspection endpoint by its shape alone: every token
+    /// with [`introspect_all`](Self::introspect_all), otherwise those that are not shaped like a
+    /// compact JWS. (The verifier also introspects a JWS-shaped token that does not parse as
+    /// one.)
     pub fn wants(&self, token: &str) -> bool {
         self.introspect_all || !looks_like_jws(token)
     }
@@ -196,6 +204,8 @@ pub fn is_token_verdict(rejection: &Rejection) -> bool {
 pub struct Introspected {
     pub(crate) claims: Arc<VerifiedClaims>,
     pub(crate) issuer: usize,
+    /// The `exp` of the RFC 9701 signed response that carried it, if any.
+    pub(crate) response_exp: Option<u64>,
 }
 
 impl Introspected {
@@ -209,10 +219,17 @@ impl Introspected {
         self.issuer
     }
 
+    /// When what the issuer said ends (Unix seconds): the token's `exp`, or the signed
+    /// response's `exp` when that comes first.
+    pub fn ends_at(&self) -> u64 {
+        let exp = self.claims.expires_at();
+        self.response_exp.map_or(exp, |response| exp.min(response))
+    }
+
     /// Until when (Unix seconds) a cache may keep it, asked at `now` with at most `max_secs`:
-    /// `min(exp, now + max_secs)`.
+    /// `min(exp, the signed response's exp, now + max_secs)`.
     pub fn cache_until(&self, now: u64, max_secs: u64) -> u64 {
-        self.claims.expires_at().min(now.saturating_add(max_secs))
+        self.ends_at().min(now.saturating_add(max_secs))
     }
 }
 
@@ -254,8 +271,10 @@ impl SignedIntrospection {
     }
 
     /// Verifies the signature with the issuer's `key` (or the lookup's rejection), then `iss`,
-    /// `aud` (when configured), `exp`, and the `token_introspection` member by the same rules
-    /// as a plain response. A signature, key or claim that does not hold is
+    /// `aud` (when configured: the layer sets this server's client id), `iat` (required, not in
+    /// the future and at most [`SIGNED_RESPONSE_MAX_AGE_SECS`] old, both beyond the leeway),
+    /// `exp` (which also ends the cache entry), and the `token_introspection` member by the
+    /// same rules as a plain response. A signature, key or claim that does not hold is
     /// [`Rejection::IntrospectionResponseInvalid`]; [`Rejection::KeysUnavailable`] passes
     /// through.
     pub fn verify(
@@ -288,28 +307,56 @@ impl SignedIntrospection {
                 return Err(invalid);
             }
         }
-        match claims.get("exp") {
-            None => {}
+        let leeway = policy.leeway_secs();
+        // RFC 9701 §5: iat is required. A response is fetched just now: not from the future,
+        // and not older than the max age.
+        let iat = match claims.get("iat") {
+            Some(Value::Number(iat)) => seconds(iat).ok_or(invalid)?,
+            _ => return Err(invalid),
+        };
+        if iat > self.now.saturating_add(leeway)
+            || self.now
+                > iat
+                    .saturating_add(SIGNED_RESPONSE_MAX_AGE_SECS)
+                    .saturating_add(leeway)
+        {
+            return Err(invalid);
+        }
+        let response_exp = match claims.get("exp") {
+            None => None,
             Some(Value::Number(exp)) => {
-                let exp = exp.as_f64().ok_or(invalid)?;
-                if self.now as f64 >= exp + policy.leeway_secs() as f64 {
+                let exp = seconds(exp).ok_or(invalid)?;
+                if self.now >= exp.saturating_add(leeway) {
                     return Err(invalid);
                 }
+                Some(exp)
             }
             Some(_) => return Err(invalid),
-        }
+        };
         let response = match claims.get("token_introspection") {
             Some(Value::Object(response)) => response.clone(),
             _ => return Err(invalid),
         };
-        check_members(
+        let mut introspected = check_members(
             response,
             policy,
             rules,
             self.issuer,
             Some((self.alg, self.kid)),
-        )
+        )?;
+        introspected.response_exp = response_exp;
+        Ok(introspected)
     }
+}
+
+/// A NumericDate (RFC 7519 §2) as whole seconds: a non-negative finite number, rounded down.
+fn seconds(number: &serde_json::Number) -> Option<u64> {
+    if let Some(secs) = number.as_u64() {
+        return Some(secs);
+    }
+    let secs = number.as_f64()?;
+    // In range for u64 and not negative: the cast rounds down.
+    (secs.is_finite() && (0.0..1.8e19).contains(&secs)).then_some(secs as u64)
 }
 
 impl crate::Verifier {
@@ -407,6 +454,7 @@ fn check_members(
     Ok(Introspected {
         claims: Arc::new(claims),
         issuer,
+        response_exp: None,
     })
 }
 
@@ -724,6 +772,30 @@ mod tests {
                 ),
                 invalid,
             ),
+            // iat: required, not from the future, not older than the max age (+ leeway).
+            (
+                sign(header.clone(), without(claims.clone(), "iat")),
+                invalid,
+            ),
+            (
+                sign(header.clone(), with(claims.clone(), "iat", json!("now"))),
+                invalid,
+            ),
+            (
+                sign(header.clone(), with(claims.clone(), "iat", json!(NOW + 61))),
+                invalid,
+            ),
+            (
+                sign(
+                    header.clone(),
+                    with(claims.clone(), "iat", json!(NOW - 121)),
+                ),
+                invalid,
+            ),
+            (
+                sign(header.clone(), with(claims.clone(), "iat", json!(-5))),
+                invalid,
+            ),
             (
                 sign(
                     header.clone(),
@@ -746,6 +818,42 @@ mod tests {
                 "{body}"
             );
         }
+        // Within the leeway and the max age: accepted.
+        for iat in [NOW + 60, NOW - 120] {
+            let body = sign(header.clone(), with(claims.clone(), "iat", json!(iat)));
+            assert!(
+                decide(&v, body.as_bytes(), ct, Some(cert())).is_ok(),
+                "{iat}"
+            );
+        }
+        // The signed response's exp ends the cache entry when it comes before the token's.
+        let signed_until = |claims: Value| {
+            let Step::NeedIntrospection(need) =
+                v.verify(Credentials::bearer("opaque-1"), Some(cert()), NOW)
+            else {
+                panic!()
+            };
+            let body = sign(header.clone(), claims);
+            let Ok(IntrospectionResponse::Signed(s)) =
+                need.check_response(Some(ct), body.as_bytes())
+            else {
+                panic!()
+            };
+            let key = Arc::new(VerificationKey::from_shared_secret(
+                Some("k".into()),
+                SECRET,
+            ));
+            s.verify(&v, Ok(key)).unwrap().cache_until(NOW, 3600)
+        };
+        assert_eq!(signed_until(claims.clone()), NOW + 300);
+        assert_eq!(
+            signed_until(with(claims.clone(), "exp", json!(NOW + 30))),
+            NOW + 30
+        );
+        assert_eq!(
+            signed_until(with(claims.clone(), "exp", json!(NOW as f64 + 30.9))),
+            NOW + 30
+        );
         // A key lookup that fails: the response cannot be trusted, never the token's fault.
         let Step::NeedIntrospection(need) =
             v.verify(Credentials::bearer("opaque-1"), Some(cert()), NOW)
@@ -763,6 +871,74 @@ mod tests {
         );
     }
 
+    /// `introspect_all` under `IfBound`: a JWT's own `cnf` binds it whatever the response
+    /// says — a response without that `cnf` (or with another) does not confirm the token.
+    #[test]
+    fn an_introspected_jwt_keeps_its_own_binding() {
+        let v = Verifier::new(
+            vec![TokenPolicy::new(ISS, AUD).algorithms([Algorithm::HS256])],
+            BindingPolicy::IfBound,
+        )
+        .unwrap()
+        .introspection(IntrospectionPolicy::default().introspect_all(true));
+        let claims = json!({"iss": ISS, "aud": AUD, "exp": NOW + 300,
+                            "cnf": {"x5t#S256": cert().to_string()}});
+        let bound_jwt = sign(json!({"alg": "HS256", "kid": "k"}), claims.clone());
+        let unbound_jwt = sign(json!({"alg": "HS256", "kid": "k"}), without(claims, "cnf"));
+        let other = Thumbprint::of_der(b"other cert");
+        let run = |token: &str, response: Value, presented: Option<Thumbprint>| {
+            let Step::NeedIntrospection(need) =
+                v.verify(Credentials::bearer(token), presented, NOW)
+            else {
+                panic!("expected NeedIntrospection")
+            };
+            match need.check_response(Some("application/json"), response.to_string().as_bytes()) {
+                Ok(IntrospectionResponse::Checked(i)) => need.resume(Ok(i)),
+                other => panic!("{other:?}"),
+            }
+        };
+        let unbound_response = without(active(), "cnf");
+        let other_response = with(active(), "cnf", json!({"x5t#S256": other.to_string()}));
+        // The response omits cnf: the JWT's binding still holds — without a certificate, or
+        // even with the right one, the response does not confirm it.
+        assert_eq!(
+            run(&bound_jwt, unbound_response.clone(), None).unwrap_err(),
+            Rejection::BindingMismatch
+        );
+        assert_eq!(
+            run(&bound_jwt, unbound_response.clone(), Some(cert())).unwrap_err(),
+            Rejection::BindingMismatch
+        );
+        // Another binding in the response: refused whichever certificate is presented.
+        for presented in [Some(cert()), Some(other), None] {
+            assert_eq!(
+                run(&bound_jwt, other_response.clone(), presented).unwrap_err(),
+                Rejection::BindingMismatch
+            );
+        }
+        // Both agree: the binding is checked against the request as usual.
+        assert!(run(&bound_jwt, active(), Some(cert())).is_ok());
+        assert_eq!(
+            run(&bound_jwt, active(), None).unwrap_err(),
+            Rejection::MissingClientCertificate
+        );
+        // A JWT without cnf: the response's binding (or none, under IfBound) decides.
+        assert!(run(&unbound_jwt, unbound_response, None).is_ok());
+        assert_eq!(
+            run(&unbound_jwt, active(), Some(other)).unwrap_err(),
+            Rejection::BindingMismatch
+        );
+        // A JWS-shaped token with a malformed cnf is refused as such.
+        let malformed = sign(
+            json!({"alg": "HS256"}),
+            json!({"iss": ISS, "cnf": {"x5t#S256": 7}}),
+        );
+        assert!(matches!(
+            v.verify(Credentials::bearer(&malformed), Some(cert()), NOW),
+            Step::Reject(Rejection::MalformedBinding)
+        ));
+    }
+
     #[test]
     fn which_tokens_are_introspected() {
         let v = verifier(IntrospectionPolicy::default());
@@ -772,6 +948,20 @@ mod tests {
             Step::NeedKey(_) | Step::Reject(_)
         ));
         for opaque in ["abc", "a.b", "a.b.c.d.e"] {
+            assert!(
+                matches!(
+                    v.verify(Credentials::bearer(opaque), None, NOW),
+                    Step::NeedIntrospection(_)
+                ),
+                "{opaque}"
+            );
+        }
+        // Two dots but not a JWS (PASETO-like, or base64url that is not JSON): opaque too.
+        for opaque in [
+            "v4.local.c29tZXRoaW5n",
+            "abc.def.ghi",
+            "e30.bm90IGpzb24.c2ln",
+        ] {
             assert!(
                 matches!(
                     v.verify(Credentials::bearer(opaque), None, NOW),

@@ -54,7 +54,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::bearer::{parse_scheme, Scheme};
-use crate::confirmation::Presented;
+use crate::confirmation::{Confirmation, Presented};
 use crate::dpop::{DpopPolicy, NonceKeys, ProofRequest, ReplayCheck, VerifiedProof};
 use crate::introspection::{Introspected, IntrospectionPolicy, IntrospectionResponse};
 use crate::{
@@ -344,6 +344,9 @@ pub struct NeedIntrospection<'r> {
     now: u64,
     scheme: Scheme,
     proof: Option<Box<(VerifiedProof, Option<u64>)>>,
+    /// A JWT's own `cnf` (introspected with `introspect_all`): the issuer put it there, so the
+    /// response must confirm it.
+    token_binding: Option<Box<Confirmation>>,
 }
 
 impl<'r> NeedIntrospection<'r> {
@@ -380,6 +383,13 @@ impl<'r> NeedIntrospection<'r> {
         introspected: Result<Introspected, Rejection>,
     ) -> Result<Accepted, Rejection> {
         let introspected = introspected?;
+        // A JWT bound by its own `cnf` stays bound: a response without that binding (or with
+        // another) does not confirm this token.
+        if let Some(bound) = &self.token_binding {
+            if **bound != *introspected.claims.confirmation() {
+                return Err(Rejection::BindingMismatch);
+            }
+        }
         let policy = self
             .verifier
             .issuers
@@ -604,8 +614,21 @@ impl Verifier {
                 return Err(Rejection::TokenTooLarge);
             }
             let proof = self.check_proof(&credentials, now)?;
+            // Parsed here when introspection is on: a token with the shape of a compact JWS
+            // that does not parse as one (a PASETO-like `v4.local.…`) is opaque too.
+            let mut parsed = None;
             if let (None, Some(introspection)) = (&cached, &self.introspection) {
-                if introspection.wants(credentials.token) {
+                let opaque = introspection.wants(credentials.token)
+                    || match UnverifiedToken::parse(credentials.token) {
+                        Ok(token) => {
+                            parsed = Some(token);
+                            false
+                        }
+                        Err(Rejection::MalformedToken) => true,
+                        Err(rejection) => return Err(rejection),
+                    };
+                if opaque {
+                    let token_binding = token_binding(credentials.token)?;
                     return Ok(Step::NeedIntrospection(NeedIntrospection {
                         verifier: self,
                         token: credentials.token,
@@ -614,6 +637,7 @@ impl Verifier {
                         now,
                         scheme: credentials.scheme,
                         proof: proof.map(Box::new),
+                        token_binding,
                     }));
                 }
             }
@@ -626,7 +650,10 @@ impl Verifier {
                     hit.claims.alg().ok_or(Rejection::MalformedToken)?,
                 ),
                 None => {
-                    let token = UnverifiedToken::parse(credentials.token)?;
+                    let token = match parsed {
+                        Some(token) => token,
+                        None => UnverifiedToken::parse(credentials.token)?,
+                    };
                     let issuer = self.select_issuer(&token)?;
                     let policy = self.issuers.get(issuer).ok_or(Rejection::WrongIssuer)?;
                     let alg = policy.check_header(token.header())?;
@@ -760,4 +787,19 @@ impl Verifier {
     pub fn dpop_nonce_keys(&self) -> Option<&NonceKeys> {
         self.dpop.as_ref().and_then(|d| d.nonces.as_ref())
     }
+}
+
+/// The `cnf` of a token introspected although it is a compact JWS (`introspect_all`), when it
+/// names a binding. Its signature is not checked here, and need not be: the bytes are the
+/// token the issuer vouches for (a `cnf` added by anyone else makes a token the issuer does not
+/// know), and it only ever adds a constraint. Anything that does not parse as a JWS is opaque.
+fn token_binding(token: &str) -> Result<Option<Box<Confirmation>>, Rejection> {
+    if !crate::introspection::looks_like_jws(token) {
+        return Ok(None);
+    }
+    let Ok(parsed) = UnverifiedToken::parse(token) else {
+        return Ok(None);
+    };
+    let binding = Confirmation::from_cnf(parsed.unverified_claims().get("cnf"))?;
+    Ok(binding.is_bound().then(|| Box::new(binding)))
 }

@@ -411,7 +411,8 @@ impl TestIssuer {
     }
 
     /// Answer with RFC 9701 signed responses (`application/token-introspection+jwt`) signed by
-    /// `key` — one of the issuer's keys, or a forger's (`None`: plain JSON).
+    /// `key` — one of the issuer's keys, or a forger's (`None`: plain JSON) — to requests whose
+    /// `Accept` asks for them (RFC 9701 §4); others get plain JSON.
     pub fn set_introspection_signer(&self, key: Option<SigningKey>) {
         *lock(&self.state.introspection_signer) = key;
     }
@@ -832,7 +833,15 @@ async fn introspect(
         }
         _ => json!({"active": false}),
     };
-    let signer = lock(&state.introspection_signer).clone();
+    // RFC 9701 §4: a signed response when the request's Accept asks for one.
+    let wants_jwt = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/token-introspection+jwt"));
+    let signer = lock(&state.introspection_signer)
+        .clone()
+        .filter(|_| wants_jwt);
     match signer {
         None => (
             [(header::CONTENT_TYPE, "application/json")],

@@ -119,8 +119,8 @@ pub trait IntrospectionSource: Send + Sync + std::fmt::Debug + 'static {
         token: &'a str,
     ) -> BoxFuture<'a, Result<IntrospectionReply, certbound_core::IntrospectionFailure>>;
 
-    /// This resource server's client id at the issuer (named in the error log when the
-    /// endpoint refuses it).
+    /// This resource server's client id at the issuer: named in the error log when the
+    /// endpoint refuses it, and the `aud` an RFC 9701 signed response must name.
     fn client_id(&self) -> &str;
 }
 

@@ -137,3 +137,69 @@ async fn configuration_errors_name_the_problem() {
         .unwrap_err();
     assert!(err.to_string().contains("asymmetric"), "{err}");
 }
+
+/// A redirecting endpoint (plain HTTP on loopback) answering every request with `status` and
+/// `Location: target`, after reading the whole request. Returns its URL.
+fn redirector(status: u16, target: String) -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/introspect", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then Content-Length bytes of body.
+            loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    if request.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+            let answer = format!(
+                "HTTP/1.1 {status} Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    url
+}
+
+/// No redirect is followed: a 307/308 would POST the token and the client secret (here
+/// `client_secret_post`, in the body) to the `Location` — the real issuer here, which counts
+/// what reaches it. Every 3xx is "unavailable".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_never_followed() {
+    let k1 = key("k1");
+    let issuer = issuer(&[&k1]).await;
+    issuer.register_introspection_client("rs", ClientAuthMethod::SecretPost("pw".into()));
+    let token = issuer.issue_opaque(json!({"sub": "alice"}));
+    for status in [301, 302, 303, 307, 308] {
+        let endpoint = redirector(status, issuer.introspection_endpoint().to_owned());
+        let introspector = Introspector::builder()
+            .endpoint(endpoint)
+            .extra_root_certificates_pem(issuer.ca_pem())
+            .auth(IntrospectionAuth::client_secret_post("rs", "pw"))
+            .build()
+            .await
+            .unwrap();
+        assert_eq!(
+            introspector.introspect(&token).await.unwrap_err(),
+            IntrospectionFailure::Unavailable,
+            "{status}"
+        );
+        assert_eq!(introspector.calls(), 1);
+    }
+    assert_eq!(issuer.introspection_calls(), 0, "a redirect was followed");
+}

@@ -460,7 +460,12 @@ impl CertBoundBuilder {
         self
     }
 
-    /// Accept only RFC 9701 signed introspection responses, verified with the issuer's keys.
+    /// Accept only RFC 9701 signed introspection responses, verified with the issuer's keys; the
+    /// layer's `Introspector` then asks for them
+    /// (`Accept: application/token-introspection+jwt`; a custom
+    /// [`introspection_source`](Self::introspection_source) must ask itself). Whether required
+    /// or not, a signed response must name the source's client id in `aud`, carry an `iat` at
+    /// most a minute old (beyond the leeway), and its `exp` ends the cache entry.
     pub fn require_signed_introspection(mut self) -> Self {
         self.require_signed_introspection = true;
         self
@@ -497,6 +502,24 @@ impl CertBoundBuilder {
         self.finish(issuers, keys, introspection)
     }
 
+    /// The remote introspector's builder with what the layer's options imply: the main issuer,
+    /// its trust anchors, and — when signed responses are required — the `Accept` that asks
+    /// for them.
+    #[cfg(feature = "remote")]
+    fn remote_introspector(
+        &self,
+        builder: &certbound_jwks::IntrospectorBuilder,
+    ) -> certbound_jwks::IntrospectorBuilder {
+        let mut builder = builder.clone().issuer(self.main.issuer.clone());
+        if let Some(pem) = &self.jwks_roots_pem {
+            builder = builder.extra_root_certificates_pem(pem);
+        }
+        if self.require_signed_introspection {
+            builder = builder.request_signed_response(true);
+        }
+        builder
+    }
+
     /// The introspection source, built when it is remote.
     async fn built_introspection(
         &self,
@@ -507,10 +530,7 @@ impl CertBoundBuilder {
             Some(IntrospectionSpec::Source(source)) => Ok(Some(Arc::clone(source))),
             #[cfg(feature = "remote")]
             Some(IntrospectionSpec::Remote(builder)) => {
-                let mut builder = (**builder).clone().issuer(self.main.issuer.clone());
-                if let Some(pem) = &self.jwks_roots_pem {
-                    builder = builder.extra_root_certificates_pem(pem);
-                }
+                let builder = self.remote_introspector(builder);
                 let metadata = main_keys.and_then(|keys| keys.issuer_metadata());
                 let built = match (builder.has_endpoint(), metadata) {
                     (false, None) => builder.build().await,
@@ -545,10 +565,7 @@ impl CertBoundBuilder {
             Some(IntrospectionSpec::Source(source)) => Some(Arc::clone(source)),
             #[cfg(feature = "remote")]
             Some(IntrospectionSpec::Remote(builder)) => {
-                let mut builder = (**builder).clone().issuer(self.main.issuer.clone());
-                if let Some(pem) = &self.jwks_roots_pem {
-                    builder = builder.extra_root_certificates_pem(pem);
-                }
+                let builder = self.remote_introspector(builder);
                 if !builder.has_endpoint() {
                     return Err(LayerBuildError::NotStatic {
                         issuer: self.main.issuer.clone(),
@@ -635,12 +652,14 @@ impl CertBoundBuilder {
             }
             metadata = metadata.dpop_signing_algs(dpop.algs());
         }
-        if introspection.is_some() {
+        if let Some(source) = &introspection {
             verifier = verifier.introspection(
                 certbound_core::IntrospectionPolicy::default()
                     .introspect_all(self.introspect_all)
                     .require_audience(self.require_introspection_audience)
-                    .require_signed_response(self.require_signed_introspection),
+                    .require_signed_response(self.require_signed_introspection)
+                    // RFC 9701 §5: a signed response is addressed to the client that asked.
+                    .response_audience(source.client_id()),
             );
         }
         Ok(CertBoundLayer {

@@ -8,11 +8,15 @@
 //!   holds the token's introspected *claims* — never a verdict: the lifetime and the binding
 //!   (`cnf."x5t#S256"` against this request's certificate, `cnf.jkt` against this request's DPoP
 //!   proof) are checked on every request. It lives until `min(exp, now + max_ttl)` (default
-//!   5 min). A negative entry (inactive, unknown, wrong audience, …) lives `negative_ttl`
+//!   5 min), `now` being when the answer arrived; an active answer whose `exp` has already
+//!   passed is kept like a negative one. A negative entry (inactive, unknown, wrong audience, …) lives `negative_ttl`
 //!   (default 10 s), so a flood of garbage tokens costs the issuer one call per distinct token
-//!   per 10 s. The endpoint's own failures are remembered for one second only. Bounded in
+//!   per 10 s — and at most `max_concurrent_calls` (default 64) calls are in flight at once;
+//!   beyond that a request is answered 503 with `Retry-After: 1` without calling. The endpoint's own failures are remembered for one second only. Bounded in
 //!   entries and bytes.
-//! - **Single flight**: concurrent requests with the same unknown token wait for one call.
+//! - **Single flight**: concurrent requests with the same unknown token wait for one call and
+//!   take its answer, whatever its lifetime; an entry that has ended is removed only by a
+//!   conditional removal that never touches a call in flight.
 //! - **Revocation delay**: a token revoked at the issuer keeps working here until its positive
 //!   entry ends — up to `max_ttl` (5 min by default). Lower
 //!   [`max_ttl`](IntrospectionCacheConfig::max_ttl) to shorten it (zero: every request
@@ -30,9 +34,10 @@
 //! let config = IntrospectionCacheConfig { max_ttl: Duration::from_secs(60), ..Default::default() };
 //! assert_eq!(config.negative_ttl, Duration::from_secs(10));
 //! assert_eq!(IntrospectionCacheConfig::default().max_ttl, Duration::from_secs(300));
+//! assert_eq!(IntrospectionCacheConfig::default().max_concurrent_calls, 64);
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +61,14 @@ pub struct IntrospectionCacheConfig {
     pub max_ttl: Duration,
     /// How long a negative answer (inactive, wrong audience, …) is remembered (default 10 s).
     pub negative_ttl: Duration,
+    /// Most introspection calls in flight at once (default 64; at least 1). A request that
+    /// would need one more is answered 503 `introspection_unavailable` with `Retry-After: 1`
+    /// at once: a flood of distinct unknown tokens cannot pile up calls to the issuer.
+    pub max_concurrent_calls: usize,
+    /// Longest one call may take (default 10 s), whatever the source: the `Introspector` has
+    /// its own, shorter timeouts; this bounds a custom `IntrospectionSource` too (when the
+    /// layer runs on a tokio runtime). A call that takes longer is `introspection_unavailable`.
+    pub call_timeout: Duration,
 }
 
 impl Default for IntrospectionCacheConfig {
@@ -65,6 +78,8 @@ impl Default for IntrospectionCacheConfig {
             max_bytes: 16 * 1024 * 1024,
             max_ttl: Duration::from_secs(300),
             negative_ttl: Duration::from_secs(10),
+            max_concurrent_calls: 64,
+            call_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -109,8 +124,19 @@ pub(crate) struct Introspection {
     config: IntrospectionCacheConfig,
     refused_log: crate::warn_limit::WarnLimiter,
     invalid_log: AtomicU64,
+    saturated_log: AtomicU64,
     hits: AtomicU64,
     calls: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+/// One of the `max_concurrent_calls` slots, given back on drop.
+struct CallSlot<'a>(&'a AtomicUsize);
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Introspection {
@@ -139,8 +165,10 @@ impl Introspection {
             config,
             refused_log: crate::warn_limit::WarnLimiter::new(Duration::from_secs(60), 1),
             invalid_log: AtomicU64::new(0),
+            saturated_log: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             calls: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -171,22 +199,36 @@ impl Introspection {
         token: &str,
     ) -> Result<Introspected, Rejection> {
         let key = token_fingerprint(token);
-        let guard = loop {
-            match self.cache.get_value_or_guard_async(&key).await {
-                Ok(entry) if (auth.clock)() < entry.until => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    return entry.answer;
-                }
-                // Expired: drop it, and queue again (one of the waiters calls).
-                Ok(_) => {
-                    self.cache.remove(&key);
-                }
-                Err(guard) => break guard,
-            }
-        };
         let now = (auth.clock)();
-        let (answer, weight) = self.call(auth, token, now).await;
+        if let Some(entry) = self.cache.get(&key) {
+            if now < entry.until {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return entry.answer;
+            }
+            // Ended: remove that entry only. `remove_if` looks at resident entries, so another
+            // request's call in flight (a placeholder) is never removed, and an entry stored
+            // meanwhile fails the test.
+            self.cache.remove_if(&key, |entry| entry.until <= now);
+        }
+        let guard = match self.cache.get_value_or_guard_async(&key).await {
+            // The answer of the call this request waited for (or one stored just now): used
+            // whatever its `until` — no call of this request's own would be fresher.
+            Ok(entry) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return entry.answer;
+            }
+            Err(guard) => guard,
+        };
+        let (answer, weight) = self.call(auth, token).await;
+        // Lifetimes count from the answer, not from the request: a call that took the whole
+        // timeout must not store an entry that has already ended.
+        let now = (auth.clock)();
         let until = match &answer {
+            // Active, but its exp (or the signed response's) has passed: nothing to keep it for
+            // beyond a negative entry.
+            Ok(introspected) if introspected.ends_at() <= now => {
+                now.saturating_add(self.config.negative_ttl.as_secs())
+            }
             Ok(introspected) => introspected.cache_until(now, self.config.max_ttl.as_secs()),
             Err(rejection) if is_token_verdict(rejection) => {
                 now.saturating_add(self.config.negative_ttl.as_secs())
@@ -208,11 +250,27 @@ impl Introspection {
         &self,
         auth: &Authenticator,
         token: &str,
-        now: u64,
     ) -> (Result<Introspected, Rejection>, u64) {
+        let Some(_slot) = self.call_slot() else {
+            self.saturated(auth);
+            return (
+                Err(Rejection::IntrospectionUnavailable {
+                    retry_after_secs: 1,
+                }),
+                64,
+            );
+        };
         self.calls.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::layer::metric_names::INTROSPECTIONS).increment(1);
-        let reply = match self.source.introspect(token).await {
+        let call = self.source.introspect(token);
+        // The timer needs a tokio runtime; elsewhere the source's own timeouts apply.
+        let reply = match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::time::timeout(self.config.call_timeout, call)
+                .await
+                .unwrap_or(Err(IntrospectionFailure::Unavailable)),
+            Err(_) => call.await,
+        };
+        let reply = match reply {
             Ok(reply) => reply,
             Err(failure) => {
                 if failure == IntrospectionFailure::CredentialsRefused {
@@ -229,7 +287,7 @@ impl Introspection {
         let checked = auth.verifier.check_introspection_response(
             reply.content_type.as_deref(),
             &reply.body,
-            now,
+            (auth.clock)(),
         );
         let answer = match checked {
             Ok(IntrospectionResponse::Checked(introspected)) => Ok(introspected),
@@ -258,6 +316,27 @@ impl Introspection {
             }
         }
         (answer, weight)
+    }
+
+    /// A slot for one more call in flight, if fewer than `max_concurrent_calls` are.
+    fn call_slot(&self) -> Option<CallSlot<'_>> {
+        let max = self.config.max_concurrent_calls.max(1);
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = CallSlot(&self.in_flight);
+        (before < max).then_some(slot)
+    }
+
+    /// One WARN line a second at most while calls are refused for lack of a slot.
+    fn saturated(&self, auth: &Authenticator) {
+        let second = (auth.clock)();
+        if self.saturated_log.swap(second, Ordering::Relaxed) != second {
+            tracing::warn!(
+                max_concurrent_calls = self.config.max_concurrent_calls,
+                "every introspection call slot is taken (the endpoint is slow, or many distinct \
+                 unknown tokens arrive); answering 503 without calling — raise \
+                 IntrospectionCacheConfig::max_concurrent_calls if the endpoint can take more"
+            );
+        }
     }
 
     /// One ERROR line a minute at most: the fix is in this server's configuration.

@@ -202,6 +202,7 @@ impl RemoteJwksBuilder {
             https_only: configured.scheme() == "https",
             identity: None,
             keep_alive: false,
+            follow_redirects: true,
         })?;
         let (jwks_uri, metadata) = match &source {
             Source::Issuer(issuer) => {

@@ -44,6 +44,10 @@ pub(crate) struct HttpConfig<'a> {
     /// Keep connections open between requests (introspection: many requests a second; JWKS:
     /// minutes apart, so never).
     pub keep_alive: bool,
+    /// Follow up to 5 redirects (JWKS and discovery: a GET without credentials). Never for
+    /// introspection: a 307/308 would POST the token and this server's client credentials
+    /// (and present its client certificate) to wherever the `Location` points.
+    pub follow_redirects: bool,
 }
 
 /// Any answer to a POST, its body read in full (within the limit).
@@ -102,7 +106,11 @@ impl HttpClient {
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
             .https_only(config.https_only)
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(if config.follow_redirects {
+                reqwest::redirect::Policy::limited(5)
+            } else {
+                reqwest::redirect::Policy::none()
+            })
             // Fetches are minutes apart: a kept-alive connection saves nothing and, after an
             // issuer restart, fails the next request. Every fetch gets a fresh connection.
             // Introspection keeps a few idle connections (every cache miss is a request).
@@ -193,7 +201,8 @@ impl HttpClient {
 
     /// POSTs `form` (`application/x-www-form-urlencoded`) to `url`, with an `Authorization`
     /// header when given, and returns whatever status came back with its body (within the
-    /// limit). No redirects are followed for a POST by reqwest's policy beyond 307/308.
+    /// limit). A redirect is returned as it came when the client was built without
+    /// `follow_redirects` (the introspection client).
     pub async fn post_form(
         &self,
         url: &Url,

@@ -270,7 +270,11 @@ impl IntrospectorBuilder {
                 metadata_url: "(no issuer configured)".into(),
             })?;
         let issuer_url = discovery::check_url(&issuer, true)?;
-        let http = HttpClient::new(&self.http_config(issuer_url.scheme() == "https", None))?;
+        // Discovery is a GET without credentials: it may follow redirects.
+        let http = HttpClient::new(&HttpConfig {
+            follow_redirects: true,
+            ..self.http_config(issuer_url.scheme() == "https", None)
+        })?;
         let metadata = discovery::discover(&http, &issuer, &issuer_url).await?;
         self.build_with_metadata(Some(&metadata))
     }
@@ -320,11 +324,15 @@ impl IntrospectorBuilder {
             .or(issuer)
             .unwrap_or_else(|| endpoint.to_string());
         let authorization = match &auth.method {
-            Method::SecretBasic(secret) => Some(
-                HeaderValue::from_str(&client_secret_basic(&auth.client_id, secret)).map_err(
-                    |_| RemoteJwksBuildError::ClientCredentials("client id or secret".into()),
-                )?,
-            ),
+            Method::SecretBasic(secret) => {
+                let mut value =
+                    HeaderValue::from_str(&client_secret_basic(&auth.client_id, secret)).map_err(
+                        |_| RemoteJwksBuildError::ClientCredentials("client id or secret".into()),
+                    )?;
+                // Kept out of debug output and HPACK tables.
+                value.set_sensitive(true);
+                Some(value)
+            }
             _ => None,
         };
         Ok(Introspector {
@@ -359,6 +367,8 @@ impl IntrospectorBuilder {
             https_only,
             identity,
             keep_alive: true,
+            // A 307/308 would re-POST the token and this server's credentials elsewhere.
+            follow_redirects: false,
         }
     }
 }
@@ -385,7 +395,8 @@ impl IntrospectorBuilder {
 /// ```
 ///
 /// Failures are typed for the layer: unreachable, a timeout, a 5xx or any other unexpected
-/// status is [`IntrospectionFailure::Unavailable`]; 401/403 (or `400 invalid_client`) is
+/// status — a redirect too: redirects are never followed, since a 307/308 would send the token
+/// and this server's credentials to another URL — is [`IntrospectionFailure::Unavailable`]; 401/403 (or `400 invalid_client`) is
 /// [`IntrospectionFailure::CredentialsRefused`]. Each failure is logged at most once a second.
 ///
 /// Cheap to clone: clones share one HTTP client (and its kept-alive connections).
@@ -515,6 +526,14 @@ impl Introspector {
                     Err(IntrospectionFailure::Unavailable)
                 }
             },
+            status if status.is_redirection() => {
+                self.warn(&format!(
+                    "HTTP status {}: redirects are not followed (they would send the token and \
+                     this server's credentials to another URL); configure the endpoint's final URL",
+                    status.as_u16()
+                ));
+                Err(IntrospectionFailure::Unavailable)
+            }
             status => {
                 self.warn(&format!("HTTP status {}", status.as_u16()));
                 Err(IntrospectionFailure::Unavailable)
@@ -581,5 +600,24 @@ impl IntrospectionSource for Introspector {
 
     fn client_id(&self) -> &str {
         self.inner.auth.client_id()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_basic_authorization_value_is_marked_sensitive() {
+        let introspector = Introspector::builder()
+            .endpoint("https://issuer.example/introspect")
+            .auth(IntrospectionAuth::client_secret_basic("api", "s3cret"))
+            .build_with_metadata(None)
+            .unwrap();
+        let value = introspector.inner.authorization.as_ref().unwrap();
+        assert!(value.is_sensitive());
+        assert_eq!(format!("{value:?}"), "Sensitive");
+        assert!(!format!("{introspector:?}").contains("s3cret"));
     }
 }

@@ -164,7 +164,7 @@ pub struct ApiConfig {
     /// process's memory. Redis unreachable at start-up: exit 2; later: 503 with Retry-After.
     /// Implies --dpop.
     #[arg(long, value_name = "redis://HOST:PORT")]
-    pub replay_store: Option<String>,
+    pub replay_store: Option<SecretUrl>,
     /// Opaque tokens by introspection (`--introspect`, `--introspection-url`, …).
     #[command(flatten)]
     pub introspection: IntrospectionFlags,
@@ -207,6 +207,49 @@ pub struct IntrospectionFlags {
     /// The private key (PEM) of --introspection-client-cert.
     #[arg(long, value_name = "PEM", requires = "introspection_client_cert")]
     pub introspection_client_key: Option<PathBuf>,
+}
+
+/// A URL that may carry credentials (`redis://user:password@host:6379`): its `Debug` output
+/// shows everything but the user information.
+///
+/// ```
+/// use certbound_cli::config::SecretUrl;
+///
+/// let url: SecretUrl = "redis://app:hunter2@cache:6379/0".parse().unwrap();
+/// assert_eq!(url.expose(), "redis://app:hunter2@cache:6379/0");
+/// assert_eq!(format!("{url:?}"), "\"redis://<redacted>@cache:6379/0\"");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// The URL as given, credentials included: for the client that connects, never for a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(Self(url.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, rest) = self.0.split_once("://").unwrap_or(("", &self.0));
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        match rest[..authority_end].rfind('@') {
+            Some(at) => {
+                let host_and_path = &rest[at..];
+                let sep = if scheme.is_empty() { "" } else { "://" };
+                write!(f, "\"{scheme}{sep}<redacted>{host_and_path}\"")
+            }
+            None => write!(f, "{:?}", self.0),
+        }
+    }
 }
 
 impl std::fmt::Debug for IntrospectionFlags {
@@ -443,9 +486,11 @@ impl ApiConfig {
         }
         let replay = match &self.replay_store {
             Some(url) => {
-                let store = RedisReplayStore::connect(url.clone()).await.map_err(|e| {
-                    ConfigError::new("--replay-store", format!("{e} (is Redis running?)"))
-                })?;
+                let store = RedisReplayStore::connect(url.expose().to_owned())
+                    .await
+                    .map_err(|e| {
+                        ConfigError::new("--replay-store", format!("{e} (is Redis running?)"))
+                    })?;
                 let shown = format!("Redis at {} (keys {}…)", store.url(), store.key_prefix());
                 dpop = dpop.replay_store(store);
                 shown
@@ -628,6 +673,25 @@ mod tests {
         }
         let auth = config.introspection().unwrap().unwrap();
         assert!(!format!("{auth:?}").contains("do-not-print-me"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_replay_store_password() {
+        let config = parse(&[
+            "--replay-store",
+            "redis://app:hunter2@cache.internal:6379/2",
+        ])
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("redis://<redacted>@cache.internal:6379/2"),
+            "{shown}"
+        );
+        // Without credentials nothing is hidden; an '@' after the authority is not userinfo.
+        let plain: SecretUrl = "redis://cache:6379/0?name=a@b".parse().unwrap();
+        assert_eq!(format!("{plain:?}"), "\"redis://cache:6379/0?name=a@b\"");
+        assert_eq!(plain.expose(), "redis://cache:6379/0?name=a@b");
     }
 
     #[test]

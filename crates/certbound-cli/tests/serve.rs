@@ -50,6 +50,12 @@ async fn the_upstream_sees_only_accepted_requests_with_the_verified_identity() {
         .header("client-cert", &forged_cert)
         .header("client-cert-chain", &forged_cert)
         .header("x-forwarded-for", "203.0.113.66")
+        // CGI/WSGI/Rack upstreams read `_` as `-`: these would become the same variables.
+        .header("x_certbound_subject", "admin")
+        .header("X_Certbound_Issuer", "https://evil.example/")
+        .header("client_cert", &forged_cert)
+        .header("client_cert_chain", &forged_cert)
+        .header("x_forwarded_for", "203.0.113.66")
         .body("order body")
         .send()
         .await
@@ -82,6 +88,15 @@ async fn the_upstream_sees_only_accepted_requests_with_the_verified_identity() {
         "RFC 9440 Client-Cert of the real leaf"
     );
     assert!(h.get("client-cert-chain").is_none());
+    for name in [
+        "x_certbound_subject",
+        "x_certbound_issuer",
+        "client_cert",
+        "client_cert_chain",
+        "x_forwarded_for",
+    ] {
+        assert!(h.get(name).is_none(), "{name} reached the upstream");
+    }
     // The client's own X-Forwarded-For is not trusted; this hop's address replaces it.
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");

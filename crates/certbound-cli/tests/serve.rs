@@ -420,6 +420,61 @@ async fn public_paths_and_required_scopes() {
     let res = anonymous.get(served.url("/other")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(echo.count(), forwarded + 1);
+
+    // Paths an upstream could read as another path are refused while rules are configured:
+    // `..;` is `..` to Tomcat, Jetty and Spring (it would borrow /health's public rule), and
+    // the others would dodge /admin's scope rule with a token that lacks the scope.
+    let forwarded = echo.count();
+    for sneaky in [
+        "/health/..;/admin/users",
+        "/health/.;/admin/users",
+        "/health/%252e%252e/admin/users",
+    ] {
+        let res = anonymous.get(served.url(sneaky)).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{sneaky}");
+    }
+    for sneaky in [
+        "/%61dmin/users",
+        "//admin/users",
+        "/admin;x/users",
+        "/admin%2Fusers",
+    ] {
+        let res = a
+            .get(served.url(sneaky))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{sneaky}");
+    }
+    assert_eq!(echo.count(), forwarded, "an ambiguous path was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_cannot_leave_the_upstream_path_prefix() {
+    let setup = Setup::new("sidecar-prefix");
+    let echo = Echo::start(Duration::ZERO).await;
+    let served = sidecar(&setup, &format!("{}/backend", echo.url()), &[]);
+    let token = setup.token_for(&setup.pki.client_a);
+    let a = setup.client(Some(&setup.pki.client_a));
+    let res = a
+        .get(served.url("/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(echo.last().uri.path(), "/backend/orders");
+    for sneaky in ["/..;/internal", "/%2e%2e;/internal", "/x/..%2Finternal"] {
+        let res = a
+            .get(served.url(sneaky))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{sneaky}");
+    }
+    assert_eq!(echo.count(), 1, "a path outside the prefix was forwarded");
 }
 
 #[tokio::test(flavor = "multi_thread")]

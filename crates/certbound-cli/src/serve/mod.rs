@@ -98,8 +98,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     reload_interval: Duration,
     /// A path prefix that needs no token (repeatable; e.g. /health): forwarded without identity
-    /// headers (sidecar) or answered 200 (forward-auth). Matched on segment boundaries; a path
-    /// with dot segments or encoded slashes never matches it.
+    /// headers (sidecar) or answered 200 (forward-auth). Matched case-sensitively on segment
+    /// boundaries. While any rule is configured, a path an upstream could read as another path
+    /// (dot segments, `;`, `//`, `\`, percent-encoded unreserved characters, `%2F`, `%25`) is
+    /// answered 400.
     #[arg(long, value_name = "PREFIX")]
     public_path: Vec<String>,
     /// Scopes a path prefix requires, PREFIX=SCOPE[,SCOPE…] (repeatable; the longest prefix
@@ -304,16 +306,21 @@ async fn run_mode<L: Accept>(
                 connect: args.upstream_connect_timeout,
                 response: args.upstream_timeout,
             };
+            // An upstream path prefix is a rule too: `/../internal` must not leave it.
+            let prefixed = upstream.has_prefix();
             let proxy = proxy::Proxy::new(upstream, timeouts, trusted);
             if rules.is_empty() {
                 let service = tower_layer::Layer::layer(&layer, proxy);
+                if prefixed {
+                    return run_server(listener, rules::Strict(service), health, drain).await;
+                }
                 return run_server(listener, service, health, drain).await;
             }
             let service = Routed::new(&rules, &layer, |access| match access {
                 rules::Access::Public => Boxed::new(proxy.public()),
                 rules::Access::Scopes(_) => Boxed::new(proxy.clone()),
             });
-            run_server(listener, service, health, drain).await
+            run_server(listener, rules::Strict(service), health, drain).await
         }
         Mode::ForwardAuth => {
             tracing::info!("forward-auth: answering the edge's auth subrequests");
@@ -326,7 +333,7 @@ async fn run_mode<L: Accept>(
                 rules::Access::Public => Boxed::new(forward_auth::Allow(true)),
                 rules::Access::Scopes(_) => Boxed::new(forward_auth::Allow(false)),
             });
-            let service = forward_auth::OriginalRequest::new(routed, trusted);
+            let service = forward_auth::OriginalRequest::new(rules::Strict(routed), trusted);
             run_server(listener, service, health, drain).await
         }
     }

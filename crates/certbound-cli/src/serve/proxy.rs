@@ -145,6 +145,11 @@ impl Upstream {
             .build()
     }
 
+    /// Whether the URL has a path prefix (requests go under it).
+    pub(crate) fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
     /// `scheme://authority/prefix`, for the start-up line.
     pub(crate) fn display(&self) -> String {
         format!("{}://{}{}", self.scheme, self.authority, self.prefix)

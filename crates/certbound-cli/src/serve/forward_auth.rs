@@ -4,7 +4,8 @@
 //! The subrequest carries the client's headers (`Authorization`, `DPoP`), the client
 //! certificate in the edge's forwarded header, and the original method and URI in
 //! `X-Original-Method` / `X-Original-URI` (nginx) or `X-Forwarded-Method` / `X-Forwarded-Uri`
-//! (Traefik, Caddy). [`OriginalRequest`] — outside the certbound layer — turns the subrequest
+//! (Traefik, Caddy) — one family, chosen by `--forward-auth-headers`: an edge sets its own
+//! family and passes the client's copies of the other through, so the other is never read. [`OriginalRequest`] — outside the certbound layer — turns the subrequest
 //! back into the client's request, so the layer decides about *that* request: DPoP's `htm`
 //! and `htu` are checked against the original method and URI (the layer builds `htu` from
 //! `--public-url`, or from the trusted edge's `X-Forwarded-Proto` / `-Host`, as always). Only a
@@ -42,12 +43,45 @@ pub(crate) enum Original {
     Malformed,
 }
 
-/// Reads the original method and URI: `X-Original-*` (nginx) first, then `X-Forwarded-*`
-/// (Traefik, Caddy). Without a method header the subrequest's own method is the original's
-/// (nginx's `auth_request` keeps it).
-pub(crate) fn original(method: &Method, headers: &HeaderMap) -> Original {
+/// Which headers name the original request: one family per deployment, never both — an edge
+/// sets its own family and passes the client's copies of the other one through untouched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeaderFamily {
+    /// nginx `auth_request`: `X-Original-Method` / `X-Original-URI`.
+    Nginx,
+    /// Traefik, Caddy: `X-Forwarded-Method` / `X-Forwarded-Uri`.
+    Forwarded,
+}
+
+impl HeaderFamily {
+    /// `--forward-auth-headers` values.
+    pub(crate) const VALUES: [&'static str; 2] = ["nginx", "forwarded"];
+
+    /// From a `--forward-auth-headers` value.
+    pub(crate) fn parse(value: &str) -> Option<Self> {
+        match value {
+            "nginx" => Some(Self::Nginx),
+            "forwarded" => Some(Self::Forwarded),
+            _ => None,
+        }
+    }
+
+    /// The method and URI header names.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Nginx => ("x-original-method", "x-original-uri"),
+            Self::Forwarded => ("x-forwarded-method", "x-forwarded-uri"),
+        }
+    }
+}
+
+/// Reads the original method and URI from `family`'s headers only (the other family's are
+/// whatever the client sent). Without a method header the subrequest's own method is the
+/// original's (nginx's `auth_request` keeps it).
+pub(crate) fn original(family: HeaderFamily, method: &Method, headers: &HeaderMap) -> Original {
+    let (method_name, uri_name) = family.names();
     let get = |name: &str| headers.get(name).map(|v| v.to_str().map(str::trim));
-    let uri = match get("x-original-uri").or_else(|| get("x-forwarded-uri")) {
+    let uri = match get(uri_name) {
         None => return Original::Missing,
         Some(Err(_)) => return Original::Malformed,
         Some(Ok(uri)) => uri,
@@ -58,7 +92,7 @@ pub(crate) fn original(method: &Method, headers: &HeaderMap) -> Original {
     let Ok(uri) = uri.parse::<Uri>() else {
         return Original::Malformed;
     };
-    let method = match get("x-original-method").or_else(|| get("x-forwarded-method")) {
+    let method = match get(method_name) {
         None => method.clone(),
         Some(Ok(m)) if !m.is_empty() && m.len() <= 32 => match Method::from_bytes(m.as_bytes()) {
             Ok(m) => m,
@@ -74,13 +108,15 @@ pub(crate) fn original(method: &Method, headers: &HeaderMap) -> Original {
 pub(crate) struct OriginalRequest<S> {
     inner: S,
     trusted: Arc<[IpCidr]>,
+    family: HeaderFamily,
 }
 
 impl<S> OriginalRequest<S> {
-    pub(crate) fn new(inner: S, trusted: Vec<IpCidr>) -> Self {
+    pub(crate) fn new(inner: S, trusted: Vec<IpCidr>, family: HeaderFamily) -> Self {
         Self {
             inner,
             trusted: trusted.into(),
+            family,
         }
     }
 }
@@ -121,18 +157,26 @@ where
             }
             return ready(status(StatusCode::FORBIDDEN, "not a trusted proxy\n"));
         }
-        match original(req.method(), req.headers()) {
+        match original(self.family, req.method(), req.headers()) {
             Original::Request(method, uri) => {
                 *req.method_mut() = method;
                 *req.uri_mut() = uri;
                 Box::pin(self.inner.call(req))
             }
             Original::Missing => {
-                tracing::error!(
-                    "forward-auth request without X-Original-URI or X-Forwarded-Uri: configure \
-                     the edge to send the original URI (nginx: proxy_set_header X-Original-URI \
-                     $request_uri; Traefik and Caddy send X-Forwarded-Uri)"
-                );
+                match self.family {
+                    HeaderFamily::Nginx => tracing::error!(
+                        "forward-auth request without X-Original-URI (--forward-auth-headers \
+                         nginx): configure the edge to send it (nginx: proxy_set_header \
+                         X-Original-URI $request_uri), or use --forward-auth-headers forwarded \
+                         behind Traefik or Caddy"
+                    ),
+                    HeaderFamily::Forwarded => tracing::error!(
+                        "forward-auth request without X-Forwarded-Uri (--forward-auth-headers \
+                         forwarded): Traefik and Caddy send it; behind nginx use \
+                         --forward-auth-headers nginx"
+                    ),
+                }
                 ready(status(StatusCode::INTERNAL_SERVER_ERROR, ""))
             }
             Original::Malformed => {
@@ -208,12 +252,13 @@ mod tests {
 
     #[test]
     fn nginx_and_traefik_headers_name_the_original_request() {
+        use HeaderFamily::{Forwarded, Nginx};
         let nginx = headers(&[
             ("x-original-method", "POST"),
             ("x-original-uri", "/api/orders?id=7"),
         ]);
         assert_eq!(
-            original(&Method::GET, &nginx),
+            original(Nginx, &Method::GET, &nginx),
             Original::Request(Method::POST, "/api/orders?id=7".parse().unwrap())
         );
         let traefik = headers(&[
@@ -221,35 +266,70 @@ mod tests {
             ("x-forwarded-uri", "/api/orders/7"),
         ]);
         assert_eq!(
-            original(&Method::GET, &traefik),
+            original(Forwarded, &Method::GET, &traefik),
             Original::Request(Method::DELETE, "/api/orders/7".parse().unwrap())
         );
         // nginx without X-Original-Method: the subrequest keeps the client's method.
         let uri_only = headers(&[("x-original-uri", "/a")]);
         assert_eq!(
-            original(&Method::PUT, &uri_only),
+            original(Nginx, &Method::PUT, &uri_only),
             Original::Request(Method::PUT, "/a".parse().unwrap())
         );
     }
 
     #[test]
+    fn only_the_configured_family_names_the_original_request() {
+        use HeaderFamily::{Forwarded, Nginx};
+        // Caddy sets X-Forwarded-*; the client's own X-Original-* passes through it.
+        let caddy = headers(&[
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/health"),
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-uri", "/admin/users/7"),
+        ]);
+        assert_eq!(
+            original(Forwarded, &Method::GET, &caddy),
+            Original::Request(Method::DELETE, "/admin/users/7".parse().unwrap())
+        );
+        assert_eq!(
+            original(Nginx, &Method::GET, &caddy),
+            Original::Request(Method::GET, "/health".parse().unwrap())
+        );
+        // The other family alone is no original request at all.
+        let forged = headers(&[("x-original-uri", "/health")]);
+        assert_eq!(
+            original(Forwarded, &Method::GET, &forged),
+            Original::Missing
+        );
+        let forged = headers(&[("x-forwarded-uri", "/health")]);
+        assert_eq!(original(Nginx, &Method::GET, &forged), Original::Missing);
+    }
+
+    #[test]
     fn a_missing_or_malformed_original_is_never_guessed() {
-        assert_eq!(original(&Method::GET, &HeaderMap::new()), Original::Missing);
-        for bad in [
-            &[("x-original-uri", "https://evil.example/a")][..],
-            &[("x-original-uri", "")],
-            &[("x-original-uri", "/a"), ("x-original-method", "GE T")],
-            &[("x-forwarded-uri", "/a b")],
+        use HeaderFamily::{Forwarded, Nginx};
+        assert_eq!(
+            original(Nginx, &Method::GET, &HeaderMap::new()),
+            Original::Missing
+        );
+        for (family, bad) in [
+            (Nginx, &[("x-original-uri", "https://evil.example/a")][..]),
+            (Nginx, &[("x-original-uri", "")]),
+            (
+                Nginx,
+                &[("x-original-uri", "/a"), ("x-original-method", "GE T")],
+            ),
+            (Forwarded, &[("x-forwarded-uri", "/a b")]),
         ] {
             assert_eq!(
-                original(&Method::GET, &headers(bad)),
+                original(family, &Method::GET, &headers(bad)),
                 Original::Malformed,
                 "{bad:?}"
             );
         }
         let long = format!("/{}", "a".repeat(MAX_URI_LEN));
         assert_eq!(
-            original(&Method::GET, &headers(&[("x-original-uri", &long)])),
+            original(Nginx, &Method::GET, &headers(&[("x-original-uri", &long)])),
             Original::Malformed
         );
     }

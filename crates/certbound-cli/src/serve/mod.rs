@@ -45,7 +45,8 @@ use proxy::Body;
     certbound serve --upstream http://127.0.0.1:8080 --tls-cert server.pem --tls-key server.key \\\n      \
     --issuer https://auth.example.com/ --audience https://api.example.com --listen 0.0.0.0:8443\n\n  \
     Forward-auth behind nginx auth_request (nginx terminates mutual TLS):\n    \
-    certbound serve --forward-auth --plain-http --listen 127.0.0.1:9000 \\\n      \
+    certbound serve --forward-auth --forward-auth-headers nginx --plain-http \\\n      \
+    --listen 127.0.0.1:9000 --public-url https://api.example.com \\\n      \
     --client-cert-header nginx:X-SSL-Client-Cert --trusted-proxy 127.0.0.1/32 \\\n      \
     --issuer https://auth.example.com/ --audience https://api.example.com --dpop\n\n\
 SIGNALS:\n  SIGHUP reloads the server certificate (and client CA, CRLs); SIGTERM and SIGINT stop \
@@ -65,11 +66,18 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL", required_unless_present = "forward_auth")]
     upstream: Option<String>,
     /// Forward-auth mode: answer an edge proxy's auth subrequests (any path) about the
-    /// original request named by X-Original-Method/-URI or X-Forwarded-Method/-Uri/-Host/-Proto,
-    /// trusted only from --trusted-proxy peers: 200 with X-Certbound-* headers, or 401/403 with
-    /// WWW-Authenticate.
+    /// original request named by the --forward-auth-headers family (X-Original-Method/-URI or
+    /// X-Forwarded-Method/-Uri), trusted only from --trusted-proxy peers: 200 with
+    /// X-Certbound-* headers, or 401/403 with WWW-Authenticate. With --dpop, --public-url is
+    /// required (htu never comes from headers the edge passes through).
     #[arg(long, conflicts_with = "upstream")]
     forward_auth: bool,
+    /// Forward-auth mode (required with it): which headers name the original request — nginx
+    /// (X-Original-Method/-URI, nginx auth_request) or forwarded (X-Forwarded-Method/-Uri,
+    /// Traefik and Caddy). Only that family is read: the edge passes the client's copies of the
+    /// other one through.
+    #[arg(long, value_name = "FAMILY", value_parser = forward_auth::HeaderFamily::VALUES, requires = "forward_auth")]
+    forward_auth_headers: Option<String>,
     /// Allow an --upstream on a non-loopback address over plain HTTP (the token and the identity
     /// headers cross that network unencrypted).
     #[arg(long)]
@@ -192,7 +200,7 @@ fn tls_config(api: &ApiConfig) -> Result<Option<Arc<rustls::ServerConfig>>, Fata
 /// The mode, checked before anything is bound.
 enum Mode {
     Sidecar(proxy::Upstream),
-    ForwardAuth,
+    ForwardAuth(forward_auth::HeaderFamily),
 }
 
 async fn serve(args: Args) -> Outcome {
@@ -211,11 +219,30 @@ async fn serve(args: Args) -> Outcome {
             if args.api.client_cert_header.is_none() && args.api.public_url.is_none() {
                 return Err(Fatal::new(
                     "--forward-auth needs --client-cert-header (the edge forwards the client \
-                     certificate, and its X-Forwarded-Proto/-Host name the DPoP htu) or, for \
-                     DPoP only, --public-url",
+                     certificate) or, for DPoP only, --public-url",
                 ));
             }
-            Mode::ForwardAuth
+            if args.api.dpop && args.api.public_url.is_none() {
+                // Edges pass the client's own Forwarded / X-Forwarded-Prefix through to the
+                // subrequest: htu must not come from headers.
+                return Err(Fatal::new(
+                    "--forward-auth with --dpop needs --public-url (the origin clients use, \
+                     e.g. https://api.example.com): the edge passes the client's own Forwarded \
+                     and X-Forwarded-Prefix headers through, so DPoP's htu cannot come from them",
+                ));
+            }
+            let family = args
+                .forward_auth_headers
+                .as_deref()
+                .and_then(forward_auth::HeaderFamily::parse)
+                .ok_or_else(|| {
+                    Fatal::new(
+                        "--forward-auth needs --forward-auth-headers nginx (X-Original-Method/-URI, \
+                         nginx auth_request) or forwarded (X-Forwarded-Method/-Uri, Traefik and \
+                         Caddy): only that family is read",
+                    )
+                })?;
+            Mode::ForwardAuth(family)
         }
         _ => {
             return Err(Fatal::new(
@@ -235,7 +262,7 @@ async fn serve(args: Args) -> Outcome {
         drop(layer);
         let what = match &mode {
             Mode::Sidecar(upstream) => format!("sidecar for {}", upstream.display()),
-            Mode::ForwardAuth => "forward-auth".to_owned(),
+            Mode::ForwardAuth(_) => "forward-auth".to_owned(),
         };
         println!("configuration OK: {what}, keys loaded");
         return Ok(ExitCode::SUCCESS);
@@ -322,18 +349,22 @@ async fn run_mode<L: Accept>(
             });
             run_server(listener, rules::Strict(service), health, drain).await
         }
-        Mode::ForwardAuth => {
-            tracing::info!("forward-auth: answering the edge's auth subrequests");
+        Mode::ForwardAuth(family) => {
+            tracing::info!(
+                ?family,
+                "forward-auth: answering the edge's auth subrequests"
+            );
             if rules.is_empty() {
                 let allow = tower_layer::Layer::layer(&layer, forward_auth::Allow(false));
-                let service = forward_auth::OriginalRequest::new(allow, trusted);
+                let service = forward_auth::OriginalRequest::new(allow, trusted, family);
                 return run_server(listener, service, health, drain).await;
             }
             let routed = Routed::new(&rules, &layer, |access| match access {
                 rules::Access::Public => Boxed::new(forward_auth::Allow(true)),
                 rules::Access::Scopes(_) => Boxed::new(forward_auth::Allow(false)),
             });
-            let service = forward_auth::OriginalRequest::new(rules::Strict(routed), trusted);
+            let service =
+                forward_auth::OriginalRequest::new(rules::Strict(routed), trusted, family);
             run_server(listener, service, health, drain).await
         }
     }

@@ -204,6 +204,9 @@ enum Mode {
 }
 
 async fn serve(args: Args) -> Outcome {
+    // SIGHUP's default action ends the process: take it over before anything slow (key
+    // fetching) and in every mode, so a unit's `ExecReload=kill -HUP` never stops the server.
+    let hangup = Hangup::install();
     let mode = match (&args.upstream, args.forward_auth) {
         (Some(url), false) => Mode::Sidecar(
             proxy::Upstream::parse(url, args.allow_plain_upstream, args.upstream_http2)
@@ -300,6 +303,7 @@ async fn serve(args: Args) -> Outcome {
                 listener.config_handle(),
                 args.api.clone(),
                 args.reload_interval,
+                hangup,
             );
             println!("listening on https://{}", listener.local_addr());
             run_mode(listener, mode, layer, rules, trusted, &args, &health, drain).await
@@ -309,6 +313,7 @@ async fn serve(args: Args) -> Outcome {
                 .await
                 .map_err(|e| Fatal::new(format!("--listen {listen}: {e}")))?
                 .trusted_proxies(trusted.iter().copied());
+            hangup.ignore("--plain-http: no certificate to reload");
             println!("listening on http://{}", listener.local_addr());
             run_mode(listener, mode, layer, rules, trusted, &args, &health, drain).await
         }
@@ -496,10 +501,60 @@ async fn shutdown_signal() {
     }
 }
 
+/// SIGHUP, taken over from its default action (ending the process) at start-up.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            let signal = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, "SIGHUP handler not installed");
+                    None
+                }
+            };
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next SIGHUP (never, without a handler).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            signal.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+
+    /// Logs each SIGHUP as doing nothing, `why`.
+    fn ignore(mut self, why: &'static str) {
+        tokio::spawn(async move {
+            loop {
+                self.recv().await;
+                tracing::info!("SIGHUP: nothing reloaded ({why})");
+            }
+        });
+    }
+}
+
 /// Reloads the TLS configuration when its files change (every `interval`; zero: never by
 /// polling) or on SIGHUP. A configuration that fails to load is logged and the current one
 /// kept.
-fn spawn_reload(handle: ServerConfigHandle, api: ApiConfig, interval: Duration) {
+fn spawn_reload(
+    handle: ServerConfigHandle,
+    api: ApiConfig,
+    interval: Duration,
+    mut hangup: Hangup,
+) {
     tokio::spawn(async move {
         let files: Vec<PathBuf> = api
             .tls_cert
@@ -510,19 +565,11 @@ fn spawn_reload(handle: ServerConfigHandle, api: ApiConfig, interval: Duration) 
             .cloned()
             .collect();
         let mut seen = fingerprint(&files);
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = (!interval.is_zero()).then(|| tokio::time::interval(interval));
         loop {
             let why = tokio::select! {
                 _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => "files changed",
-                _ = async {
-                    #[cfg(unix)]
-                    match hangup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await }
-                    #[cfg(not(unix))]
-                    std::future::pending::<()>().await
-                } => "SIGHUP",
+                _ = hangup.recv() => "SIGHUP",
             };
             let now = fingerprint(&files);
             if why == "files changed" && now == seen {

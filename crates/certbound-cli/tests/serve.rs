@@ -559,3 +559,78 @@ public = true
         .unwrap();
     assert_eq!(res.status(), 401);
 }
+
+/// Request trailers are a second header section: an HTTP/2 upstream would see identity names
+/// in them. The sidecar forwards the body and drops its trailers.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_trailers_never_reach_the_upstream() {
+    use http_body_util::BodyExt as _;
+    use hyper::body::Frame;
+
+    let setup = Setup::new("sidecar-trailers");
+    let echo = Echo::start(Duration::ZERO).await;
+    let served = sidecar(&setup, &echo.url(), &["--upstream-http2"]);
+    let token = setup.token_for(&setup.pki.client_a);
+
+    // A real HTTP/2 client over mutual TLS that sends a body with trailers.
+    let config = std::sync::Arc::new(common::serve::client_tls_config(
+        &setup.pki.ca.cert_pem,
+        Some(&setup.pki.client_a),
+    ));
+    let tcp = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-certbound-subject", "admin".parse().unwrap());
+    trailers.insert("client-cert", ":AAAA:".parse().unwrap());
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let body = Frames(
+        vec![
+            Frame::data(bytes::Bytes::from_static(b"order body")),
+            Frame::trailers(trailers),
+        ]
+        .into(),
+    );
+    let request = http::Request::post(format!("https://localhost:{}/orders", served.addr.port()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "{}", served.log());
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&echoed[..], b"order body", "the body itself is forwarded");
+    let seen = echo.last();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.headers["x-certbound-subject"], "user-123");
+    assert!(
+        seen.trailers.as_ref().is_none_or(|t| t.is_empty()),
+        "request trailers reached the upstream: {:?}",
+        seen.trailers
+    );
+}
+
+/// A request body of ready frames.
+struct Frames(std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}

@@ -634,3 +634,51 @@ impl hyper::body::Body for Frames {
         std::task::Poll::Ready(self.0.pop_front().map(Ok))
     }
 }
+
+/// Behind a trusted proxy that sends `X-Forwarded-For` / `Forwarded` as several lines (HAProxy
+/// adds its own line): every line is kept, in order, and this hop appended.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_forwarded_line_of_a_trusted_proxy_reaches_the_upstream() {
+    let setup = Setup::new("sidecar-xff");
+    let echo = Echo::start(Duration::ZERO).await;
+    let mut args = strings(&[
+        "--upstream",
+        &echo.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--plain-http",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--client-cert-header",
+        "base64-der:X-Client-Cert",
+    ]);
+    args.extend(setup.issuer_args());
+    let served = Served::start(&args, &setup.dir);
+    let token = setup.token_for(&setup.pki.client_a);
+    let res = common::serve::http_client()
+        .get(format!("http://{}/orders", served.addr))
+        .bearer_auth(&token)
+        .header(
+            "x-client-cert",
+            STANDARD.encode(&setup.pki.client_a.cert_der),
+        )
+        .header("x-forwarded-for", "198.51.100.1")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("forwarded", "for=198.51.100.1")
+        .header("forwarded", "for=203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", served.log());
+    let seen = echo.last();
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(
+        seen.headers["x-forwarded-for"],
+        "198.51.100.1, 203.0.113.9, 127.0.0.1"
+    );
+    let forwarded = seen.headers["forwarded"].to_str().unwrap();
+    assert!(
+        forwarded.starts_with("for=198.51.100.1, for=203.0.113.9, for=127.0.0.1;proto=http"),
+        "{forwarded}"
+    );
+}

@@ -85,18 +85,31 @@ pub(crate) fn remove_identity(headers: &mut HeaderMap) {
         .keys()
         .filter(|name| {
             let raw = name.as_str();
-            let dashed = raw.replace('_', "-");
-            dashed.starts_with("x-certbound-")
-                || dashed == CLIENT_CERT.as_str()
-                || dashed == CLIENT_CERT_CHAIN.as_str()
+            starts_dashed(raw, "x-certbound-")
+                || eq_dashed(raw, CLIENT_CERT.as_str())
+                || eq_dashed(raw, CLIENT_CERT_CHAIN.as_str())
                 || (raw.contains('_')
-                    && (dashed.starts_with("x-forwarded-") || dashed == FORWARDED.as_str()))
+                    && (starts_dashed(raw, "x-forwarded-") || eq_dashed(raw, FORWARDED.as_str())))
         })
         .cloned()
         .collect();
     for name in doomed {
         headers.remove(name);
     }
+}
+
+/// `name` (lower case, as [`HeaderName`] keeps it) is `target` with any `-` spelt `_`.
+fn eq_dashed(name: &str, target: &str) -> bool {
+    name.len() == target.len() && starts_dashed(name, target)
+}
+
+/// `name` starts with `prefix`, any `-` of it spelt `_`.
+fn starts_dashed(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| n == p || (n == b'_' && p == b'-'))
 }
 
 /// The RFC 9440 `Client-Cert` value of a leaf certificate: an sf-binary, `:` base64 (with

@@ -66,18 +66,22 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL", required_unless_present = "forward_auth")]
     upstream: Option<String>,
     /// Forward-auth mode: answer an edge proxy's auth subrequests (any path) about the
-    /// original request named by the --forward-auth-headers family (X-Original-Method/-URI or
-    /// X-Forwarded-Method/-Uri), trusted only from --trusted-proxy peers: 200 with
-    /// X-Certbound-* headers, or 401/403 with WWW-Authenticate. With --dpop, --public-url is
-    /// required (htu never comes from headers the edge passes through).
+    /// original request named by X-Original-Method/-URI or X-Forwarded-Method/-Uri (see
+    /// --forward-auth-headers) and X-Forwarded-Proto/-Host (or --public-url), trusted only from
+    /// --trusted-proxy peers: 200 with X-Certbound-* headers, or 401/403 with WWW-Authenticate.
     #[arg(long, conflicts_with = "upstream")]
     forward_auth: bool,
-    /// Forward-auth mode (required with it): which headers name the original request — nginx
-    /// (X-Original-Method/-URI, nginx auth_request) or forwarded (X-Forwarded-Method/-Uri,
-    /// Traefik and Caddy). Only that family is read: the edge passes the client's copies of the
-    /// other one through.
-    #[arg(long, value_name = "FAMILY", value_parser = forward_auth::HeaderFamily::VALUES, requires = "forward_auth")]
-    forward_auth_headers: Option<String>,
+    /// Forward-auth mode: which headers name the original request — nginx (only
+    /// X-Original-Method/-URI, nginx auth_request), forwarded (only X-Forwarded-Method/-Uri,
+    /// Traefik and Caddy), or auto: the family present, and 400 when a subrequest has headers of
+    /// both (the edge sets its own family and passes the client's copies of the other through).
+    #[arg(
+        long,
+        value_name = "FAMILY",
+        default_value = "auto",
+        value_parser = forward_auth::HeaderFamily::VALUES
+    )]
+    forward_auth_headers: String,
     /// Allow an --upstream on a non-loopback address over plain HTTP (the token and the identity
     /// headers cross that network unencrypted).
     #[arg(long)]
@@ -222,28 +226,24 @@ async fn serve(args: Args) -> Outcome {
             if args.api.client_cert_header.is_none() && args.api.public_url.is_none() {
                 return Err(Fatal::new(
                     "--forward-auth needs --client-cert-header (the edge forwards the client \
-                     certificate) or, for DPoP only, --public-url",
+                     certificate, and its X-Forwarded-Proto/-Host name the DPoP htu) or, for \
+                     DPoP only, --public-url",
                 ));
             }
             if args.api.dpop && args.api.public_url.is_none() {
-                // Edges pass the client's own Forwarded / X-Forwarded-Prefix through to the
-                // subrequest: htu must not come from headers.
-                return Err(Fatal::new(
-                    "--forward-auth with --dpop needs --public-url (the origin clients use, \
-                     e.g. https://api.example.com): the edge passes the client's own Forwarded \
-                     and X-Forwarded-Prefix headers through, so DPoP's htu cannot come from them",
-                ));
+                tracing::warn!(
+                    "forward-auth with --dpop and no --public-url: DPoP's htu comes from the \
+                     edge's X-Forwarded-Proto and X-Forwarded-Host — the edge must set both on \
+                     every subrequest (a client's own copies would pass through otherwise); \
+                     --public-url https://… fixes htu instead"
+                );
             }
-            let family = args
-                .forward_auth_headers
-                .as_deref()
-                .and_then(forward_auth::HeaderFamily::parse)
-                .ok_or_else(|| {
-                    Fatal::new(
-                        "--forward-auth needs --forward-auth-headers nginx (X-Original-Method/-URI, \
-                         nginx auth_request) or forwarded (X-Forwarded-Method/-Uri, Traefik and \
-                         Caddy): only that family is read",
-                    )
+            let family =
+                forward_auth::HeaderFamily::parse(&args.forward_auth_headers).ok_or_else(|| {
+                    Fatal::new(format!(
+                        "--forward-auth-headers {}: expected auto, nginx or forwarded",
+                        args.forward_auth_headers
+                    ))
                 })?;
             Mode::ForwardAuth(family)
         }

@@ -50,6 +50,12 @@ async fn the_upstream_sees_only_accepted_requests_with_the_verified_identity() {
         .header("client-cert", &forged_cert)
         .header("client-cert-chain", &forged_cert)
         .header("x-forwarded-for", "203.0.113.66")
+        // CGI/WSGI/Rack upstreams read `_` as `-`: these would become the same variables.
+        .header("x_certbound_subject", "admin")
+        .header("X_Certbound_Issuer", "https://evil.example/")
+        .header("client_cert", &forged_cert)
+        .header("client_cert_chain", &forged_cert)
+        .header("x_forwarded_for", "203.0.113.66")
         .body("order body")
         .send()
         .await
@@ -82,6 +88,15 @@ async fn the_upstream_sees_only_accepted_requests_with_the_verified_identity() {
         "RFC 9440 Client-Cert of the real leaf"
     );
     assert!(h.get("client-cert-chain").is_none());
+    for name in [
+        "x_certbound_subject",
+        "x_certbound_issuer",
+        "client_cert",
+        "client_cert_chain",
+        "x_forwarded_for",
+    ] {
+        assert!(h.get(name).is_none(), "{name} reached the upstream");
+    }
     // The client's own X-Forwarded-For is not trusted; this hop's address replaces it.
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "https");
@@ -405,6 +420,61 @@ async fn public_paths_and_required_scopes() {
     let res = anonymous.get(served.url("/other")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(echo.count(), forwarded + 1);
+
+    // Paths an upstream could read as another path are refused while rules are configured:
+    // `..;` is `..` to Tomcat, Jetty and Spring (it would borrow /health's public rule), and
+    // the others would dodge /admin's scope rule with a token that lacks the scope.
+    let forwarded = echo.count();
+    for sneaky in [
+        "/health/..;/admin/users",
+        "/health/.;/admin/users",
+        "/health/%252e%252e/admin/users",
+    ] {
+        let res = anonymous.get(served.url(sneaky)).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{sneaky}");
+    }
+    for sneaky in [
+        "/%61dmin/users",
+        "//admin/users",
+        "/admin;x/users",
+        "/admin%2Fusers",
+    ] {
+        let res = a
+            .get(served.url(sneaky))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{sneaky}");
+    }
+    assert_eq!(echo.count(), forwarded, "an ambiguous path was forwarded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_cannot_leave_the_upstream_path_prefix() {
+    let setup = Setup::new("sidecar-prefix");
+    let echo = Echo::start(Duration::ZERO).await;
+    let served = sidecar(&setup, &format!("{}/backend", echo.url()), &[]);
+    let token = setup.token_for(&setup.pki.client_a);
+    let a = setup.client(Some(&setup.pki.client_a));
+    let res = a
+        .get(served.url("/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(echo.last().uri.path(), "/backend/orders");
+    for sneaky in ["/..;/internal", "/%2e%2e;/internal", "/x/..%2Finternal"] {
+        let res = a
+            .get(served.url(sneaky))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{sneaky}");
+    }
+    assert_eq!(echo.count(), 1, "a path outside the prefix was forwarded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -488,4 +558,127 @@ public = true
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+}
+
+/// Request trailers are a second header section: an HTTP/2 upstream would see identity names
+/// in them. The sidecar forwards the body and drops its trailers.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_trailers_never_reach_the_upstream() {
+    use http_body_util::BodyExt as _;
+    use hyper::body::Frame;
+
+    let setup = Setup::new("sidecar-trailers");
+    let echo = Echo::start(Duration::ZERO).await;
+    let served = sidecar(&setup, &echo.url(), &["--upstream-http2"]);
+    let token = setup.token_for(&setup.pki.client_a);
+
+    // A real HTTP/2 client over mutual TLS that sends a body with trailers.
+    let config = std::sync::Arc::new(common::serve::client_tls_config(
+        &setup.pki.ca.cert_pem,
+        Some(&setup.pki.client_a),
+    ));
+    let tcp = tokio::net::TcpStream::connect(served.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-certbound-subject", "admin".parse().unwrap());
+    trailers.insert("client-cert", ":AAAA:".parse().unwrap());
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let body = Frames(
+        vec![
+            Frame::data(bytes::Bytes::from_static(b"order body")),
+            Frame::trailers(trailers),
+        ]
+        .into(),
+    );
+    let request = http::Request::post(format!("https://localhost:{}/orders", served.addr.port()))
+        .header("authorization", format!("Bearer {token}"))
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200, "{}", served.log());
+    let echoed = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&echoed[..], b"order body", "the body itself is forwarded");
+    let seen = echo.last();
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.headers["x-certbound-subject"], "user-123");
+    assert!(
+        seen.trailers.as_ref().is_none_or(|t| t.is_empty()),
+        "request trailers reached the upstream: {:?}",
+        seen.trailers
+    );
+}
+
+/// A request body of ready frames.
+struct Frames(std::collections::VecDeque<hyper::body::Frame<bytes::Bytes>>);
+
+impl hyper::body::Body for Frames {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.pop_front().map(Ok))
+    }
+}
+
+/// Behind a trusted proxy that sends `X-Forwarded-For` / `Forwarded` as several lines (HAProxy
+/// adds its own line): every line is kept, in order, and this hop appended.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_forwarded_line_of_a_trusted_proxy_reaches_the_upstream() {
+    let setup = Setup::new("sidecar-xff");
+    let echo = Echo::start(Duration::ZERO).await;
+    let mut args = strings(&[
+        "--upstream",
+        &echo.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--plain-http",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--client-cert-header",
+        "base64-der:X-Client-Cert",
+    ]);
+    args.extend(setup.issuer_args());
+    let served = Served::start(&args, &setup.dir);
+    let token = setup.token_for(&setup.pki.client_a);
+    let res = common::serve::http_client()
+        .get(format!("http://{}/orders", served.addr))
+        .bearer_auth(&token)
+        .header(
+            "x-client-cert",
+            STANDARD.encode(&setup.pki.client_a.cert_der),
+        )
+        .header("x-forwarded-for", "198.51.100.1")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("forwarded", "for=198.51.100.1")
+        .header("forwarded", "for=203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", served.log());
+    let seen = echo.last();
+    assert_eq!(seen.headers.get_all("x-forwarded-for").iter().count(), 1);
+    assert_eq!(
+        seen.headers["x-forwarded-for"],
+        "198.51.100.1, 203.0.113.9, 127.0.0.1"
+    );
+    let forwarded = seen.headers["forwarded"].to_str().unwrap();
+    assert!(
+        forwarded.starts_with("for=198.51.100.1, for=203.0.113.9, for=127.0.0.1;proto=http"),
+        "{forwarded}"
+    );
 }

@@ -254,3 +254,45 @@ async fn the_drain_deadline_closes_what_is_still_open() {
     );
     assert!(served.log().contains("drain timeout"), "{}", served.log());
 }
+
+/// `ExecReload=kill -HUP` on a `--plain-http` server (no certificate to reload): the process
+/// keeps serving instead of dying of SIGHUP's default action.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_in_plain_http_mode_does_not_stop_the_server() {
+    let setup = Setup::new("hup-plain");
+    let echo = Echo::start(Duration::ZERO).await;
+    let mut args = strings(&[
+        "--upstream",
+        &echo.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--plain-http",
+        "--trusted-proxy",
+        "127.0.0.1/32",
+        "--client-cert-header",
+        "base64-der:X-Client-Cert",
+    ]);
+    args.extend(setup.issuer_args());
+    let mut served = Served::start(&args, &setup.dir);
+    served.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !served.log().contains("SIGHUP: nothing reloaded") {
+        assert!(
+            served.child.try_wait().unwrap().is_none(),
+            "SIGHUP stopped the server: {}",
+            served.log()
+        );
+        assert!(Instant::now() < deadline, "{}", served.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Still serving: a request without a token gets the layer's 401.
+    let res = common::serve::http_client()
+        .get(format!("http://{}/x", served.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(served.child.try_wait().unwrap().is_none());
+    served.signal("TERM");
+    assert_eq!(served.wait_exit(), Some(0), "{}", served.log());
+}

@@ -75,18 +75,41 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool)
 }
 
 /// Removes every identity header a client may have sent: `X-Certbound-*` (all of them, not only
-/// the ones this version adds), `Client-Cert` and `Client-Cert-Chain`.
+/// the ones this version adds), `Client-Cert` and `Client-Cert-Chain` — in every spelling an
+/// upstream could read as one of them: CGI, WSGI and Rack turn `-` and `_` alike into `_`
+/// (`X_Certbound_Subject` becomes `HTTP_X_CERTBOUND_SUBJECT`, CVE-2024-45614), so names are
+/// compared with `_` read as `-`. Underscore spellings of `X-Forwarded-*` and `Forwarded`
+/// (which only this hop writes) go too.
 pub(crate) fn remove_identity(headers: &mut HeaderMap) {
-    let ours: Vec<HeaderName> = headers
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("x-certbound-"))
+        .filter(|name| {
+            let raw = name.as_str();
+            starts_dashed(raw, "x-certbound-")
+                || eq_dashed(raw, CLIENT_CERT.as_str())
+                || eq_dashed(raw, CLIENT_CERT_CHAIN.as_str())
+                || (raw.contains('_')
+                    && (starts_dashed(raw, "x-forwarded-") || eq_dashed(raw, FORWARDED.as_str())))
+        })
         .cloned()
         .collect();
-    for name in ours {
+    for name in doomed {
         headers.remove(name);
     }
-    headers.remove(CLIENT_CERT);
-    headers.remove(CLIENT_CERT_CHAIN);
+}
+
+/// `name` (lower case, as [`HeaderName`] keeps it) is `target` with any `-` spelt `_`.
+fn eq_dashed(name: &str, target: &str) -> bool {
+    name.len() == target.len() && starts_dashed(name, target)
+}
+
+/// `name` starts with `prefix`, any `-` of it spelt `_`.
+fn starts_dashed(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| n == p || (n == b'_' && p == b'-'))
 }
 
 /// The RFC 9440 `Client-Cert` value of a leaf certificate: an sf-binary, `:` base64 (with
@@ -134,7 +157,7 @@ pub(crate) struct Hop<'a> {
     pub(crate) peer: std::net::IpAddr,
     /// `https` (TLS to this server) or `http`.
     pub(crate) proto: &'static str,
-    /// The host the client asked for (`Host`, or the HTTP/2 `:authority`).
+    /// The host the client asked for ([`request_host`]: the one DPoP's `htu` uses).
     pub(crate) host: Option<&'a str>,
     /// The peer is a trusted proxy: its `X-Forwarded-*` / `Forwarded` are kept and appended
     /// to; from anyone else they are replaced.
@@ -177,12 +200,13 @@ pub(crate) fn append_forwarded(headers: &mut HeaderMap, hop: &Hop<'_>) {
     }
 }
 
-/// The client-facing host of a request: `Host`, else the URI's authority (HTTP/2).
+/// The client-facing host of a request: the URI's authority (HTTP/2 `:authority`, an
+/// absolute-form target), else `Host` — the same order as `certbound_core::request_uri`, so the
+/// upstream's `X-Forwarded-Host` is the host DPoP's `htu` was checked against.
 pub(crate) fn request_host<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
-    headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| uri.authority().map(http::uri::Authority::as_str))
+    uri.authority()
+        .map(http::uri::Authority::as_str)
+        .or_else(|| headers.get(HOST).and_then(|v| v.to_str().ok()))
 }
 
 /// A `host[:port]` that can go inside a quoted string without escaping.
@@ -194,12 +218,29 @@ fn is_token_safe_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
 }
 
-/// Appends `value` to the comma-separated list in `name` (one header line).
+/// Appends `value` to the comma-separated list in `name`: every line received (a proxy may
+/// send one line per hop), joined in order, then this one — as one header line.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {value}"),
-        _ => value.to_owned(),
-    };
+    let mut joined = String::new();
+    for line in headers.get_all(&name) {
+        // A line that is not visible ASCII cannot be carried over faithfully: the chain is
+        // restarted at this hop rather than guessed.
+        let Ok(line) = line.to_str() else {
+            joined.clear();
+            break;
+        };
+        let line = line.trim();
+        if !line.is_empty() {
+            if !joined.is_empty() {
+                joined.push_str(", ");
+            }
+            joined.push_str(line);
+        }
+    }
+    if !joined.is_empty() {
+        joined.push_str(", ");
+    }
+    joined.push_str(value);
     if let Ok(joined) = HeaderValue::from_str(&joined) {
         headers.insert(name, joined);
     }
@@ -259,6 +300,64 @@ mod tests {
         remove_identity(&mut h);
         let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(left, ["x-request-id"]);
+    }
+
+    #[test]
+    fn underscore_spellings_of_identity_headers_are_removed() {
+        let mut h = map(&[
+            ("x_certbound_subject", "admin"),
+            ("X_Certbound-Scope", "everything"),
+            ("client_cert", ":AAAA:"),
+            ("Client_Cert_Chain", ":AAAA:"),
+            ("x_forwarded_for", "203.0.113.66"),
+            ("x_forwarded_host", "evil.example"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x_request_id", "7"),
+        ]);
+        remove_identity(&mut h);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-forwarded-for", "x_request_id"]);
+    }
+
+    #[test]
+    fn every_forwarded_line_of_a_trusted_proxy_is_kept() {
+        let mut h = map(&[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-forwarded-for", "203.0.113.9, 192.0.2.1"),
+            ("forwarded", "for=198.51.100.1"),
+            ("forwarded", "for=192.0.2.1"),
+        ]);
+        let hop = Hop {
+            peer: "127.0.0.1".parse().unwrap(),
+            proto: "https",
+            host: None,
+            trusted: true,
+        };
+        append_forwarded(&mut h, &hop);
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(
+            h["x-forwarded-for"],
+            "198.51.100.1, 203.0.113.9, 192.0.2.1, 127.0.0.1"
+        );
+        assert_eq!(
+            h["forwarded"],
+            "for=198.51.100.1, for=192.0.2.1, for=127.0.0.1;proto=https"
+        );
+    }
+
+    #[test]
+    fn the_forwarded_host_is_the_one_htu_uses() {
+        // An absolute-form target (or HTTP/2 :authority) wins over Host, as in request_uri.
+        let uri: http::Uri = "https://api.example/orders".parse().unwrap();
+        let h = map(&[("host", "evil.example")]);
+        assert_eq!(request_host(&uri, &h), Some("api.example"));
+        assert_eq!(
+            certbound_core::request_uri(None, false, true, &uri, &h).as_deref(),
+            Some("https://api.example/orders")
+        );
+        let origin_form: http::Uri = "/orders".parse().unwrap();
+        assert_eq!(request_host(&origin_form, &h), Some("evil.example"));
     }
 
     #[test]

@@ -45,7 +45,8 @@ use proxy::Body;
     certbound serve --upstream http://127.0.0.1:8080 --tls-cert server.pem --tls-key server.key \\\n      \
     --issuer https://auth.example.com/ --audience https://api.example.com --listen 0.0.0.0:8443\n\n  \
     Forward-auth behind nginx auth_request (nginx terminates mutual TLS):\n    \
-    certbound serve --forward-auth --plain-http --listen 127.0.0.1:9000 \\\n      \
+    certbound serve --forward-auth --forward-auth-headers nginx --plain-http \\\n      \
+    --listen 127.0.0.1:9000 --public-url https://api.example.com \\\n      \
     --client-cert-header nginx:X-SSL-Client-Cert --trusted-proxy 127.0.0.1/32 \\\n      \
     --issuer https://auth.example.com/ --audience https://api.example.com --dpop\n\n\
 SIGNALS:\n  SIGHUP reloads the server certificate (and client CA, CRLs); SIGTERM and SIGINT stop \
@@ -65,11 +66,22 @@ pub(crate) struct Args {
     #[arg(long, value_name = "URL", required_unless_present = "forward_auth")]
     upstream: Option<String>,
     /// Forward-auth mode: answer an edge proxy's auth subrequests (any path) about the
-    /// original request named by X-Original-Method/-URI or X-Forwarded-Method/-Uri/-Host/-Proto,
-    /// trusted only from --trusted-proxy peers: 200 with X-Certbound-* headers, or 401/403 with
-    /// WWW-Authenticate.
+    /// original request named by X-Original-Method/-URI or X-Forwarded-Method/-Uri (see
+    /// --forward-auth-headers) and X-Forwarded-Proto/-Host (or --public-url), trusted only from
+    /// --trusted-proxy peers: 200 with X-Certbound-* headers, or 401/403 with WWW-Authenticate.
     #[arg(long, conflicts_with = "upstream")]
     forward_auth: bool,
+    /// Forward-auth mode: which headers name the original request — nginx (only
+    /// X-Original-Method/-URI, nginx auth_request), forwarded (only X-Forwarded-Method/-Uri,
+    /// Traefik and Caddy), or auto: the family present, and 400 when a subrequest has headers of
+    /// both (the edge sets its own family and passes the client's copies of the other through).
+    #[arg(
+        long,
+        value_name = "FAMILY",
+        default_value = "auto",
+        value_parser = forward_auth::HeaderFamily::VALUES
+    )]
+    forward_auth_headers: String,
     /// Allow an --upstream on a non-loopback address over plain HTTP (the token and the identity
     /// headers cross that network unencrypted).
     #[arg(long)]
@@ -98,8 +110,10 @@ pub(crate) struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     reload_interval: Duration,
     /// A path prefix that needs no token (repeatable; e.g. /health): forwarded without identity
-    /// headers (sidecar) or answered 200 (forward-auth). Matched on segment boundaries; a path
-    /// with dot segments or encoded slashes never matches it.
+    /// headers (sidecar) or answered 200 (forward-auth). Matched case-sensitively on segment
+    /// boundaries. While any rule is configured, a path an upstream could read as another path
+    /// (dot segments, `;`, `//`, `\`, percent-encoded unreserved characters, `%2F`, `%25`) is
+    /// answered 400.
     #[arg(long, value_name = "PREFIX")]
     public_path: Vec<String>,
     /// Scopes a path prefix requires, PREFIX=SCOPE[,SCOPE…] (repeatable; the longest prefix
@@ -190,10 +204,13 @@ fn tls_config(api: &ApiConfig) -> Result<Option<Arc<rustls::ServerConfig>>, Fata
 /// The mode, checked before anything is bound.
 enum Mode {
     Sidecar(proxy::Upstream),
-    ForwardAuth,
+    ForwardAuth(forward_auth::HeaderFamily),
 }
 
 async fn serve(args: Args) -> Outcome {
+    // SIGHUP's default action ends the process: take it over before anything slow (key
+    // fetching) and in every mode, so a unit's `ExecReload=kill -HUP` never stops the server.
+    let hangup = Hangup::install();
     let mode = match (&args.upstream, args.forward_auth) {
         (Some(url), false) => Mode::Sidecar(
             proxy::Upstream::parse(url, args.allow_plain_upstream, args.upstream_http2)
@@ -213,7 +230,22 @@ async fn serve(args: Args) -> Outcome {
                      DPoP only, --public-url",
                 ));
             }
-            Mode::ForwardAuth
+            if args.api.dpop && args.api.public_url.is_none() {
+                tracing::warn!(
+                    "forward-auth with --dpop and no --public-url: DPoP's htu comes from the \
+                     edge's X-Forwarded-Proto and X-Forwarded-Host — the edge must set both on \
+                     every subrequest (a client's own copies would pass through otherwise); \
+                     --public-url https://… fixes htu instead"
+                );
+            }
+            let family =
+                forward_auth::HeaderFamily::parse(&args.forward_auth_headers).ok_or_else(|| {
+                    Fatal::new(format!(
+                        "--forward-auth-headers {}: expected auto, nginx or forwarded",
+                        args.forward_auth_headers
+                    ))
+                })?;
+            Mode::ForwardAuth(family)
         }
         _ => {
             return Err(Fatal::new(
@@ -233,7 +265,7 @@ async fn serve(args: Args) -> Outcome {
         drop(layer);
         let what = match &mode {
             Mode::Sidecar(upstream) => format!("sidecar for {}", upstream.display()),
-            Mode::ForwardAuth => "forward-auth".to_owned(),
+            Mode::ForwardAuth(_) => "forward-auth".to_owned(),
         };
         println!("configuration OK: {what}, keys loaded");
         return Ok(ExitCode::SUCCESS);
@@ -271,6 +303,7 @@ async fn serve(args: Args) -> Outcome {
                 listener.config_handle(),
                 args.api.clone(),
                 args.reload_interval,
+                hangup,
             );
             println!("listening on https://{}", listener.local_addr());
             run_mode(listener, mode, layer, rules, trusted, &args, &health, drain).await
@@ -280,6 +313,7 @@ async fn serve(args: Args) -> Outcome {
                 .await
                 .map_err(|e| Fatal::new(format!("--listen {listen}: {e}")))?
                 .trusted_proxies(trusted.iter().copied());
+            hangup.ignore("--plain-http: no certificate to reload");
             println!("listening on http://{}", listener.local_addr());
             run_mode(listener, mode, layer, rules, trusted, &args, &health, drain).await
         }
@@ -304,29 +338,38 @@ async fn run_mode<L: Accept>(
                 connect: args.upstream_connect_timeout,
                 response: args.upstream_timeout,
             };
+            // An upstream path prefix is a rule too: `/../internal` must not leave it.
+            let prefixed = upstream.has_prefix();
             let proxy = proxy::Proxy::new(upstream, timeouts, trusted);
             if rules.is_empty() {
                 let service = tower_layer::Layer::layer(&layer, proxy);
+                if prefixed {
+                    return run_server(listener, rules::Strict(service), health, drain).await;
+                }
                 return run_server(listener, service, health, drain).await;
             }
             let service = Routed::new(&rules, &layer, |access| match access {
                 rules::Access::Public => Boxed::new(proxy.public()),
                 rules::Access::Scopes(_) => Boxed::new(proxy.clone()),
             });
-            run_server(listener, service, health, drain).await
+            run_server(listener, rules::Strict(service), health, drain).await
         }
-        Mode::ForwardAuth => {
-            tracing::info!("forward-auth: answering the edge's auth subrequests");
+        Mode::ForwardAuth(family) => {
+            tracing::info!(
+                ?family,
+                "forward-auth: answering the edge's auth subrequests"
+            );
             if rules.is_empty() {
                 let allow = tower_layer::Layer::layer(&layer, forward_auth::Allow(false));
-                let service = forward_auth::OriginalRequest::new(allow, trusted);
+                let service = forward_auth::OriginalRequest::new(allow, trusted, family);
                 return run_server(listener, service, health, drain).await;
             }
             let routed = Routed::new(&rules, &layer, |access| match access {
                 rules::Access::Public => Boxed::new(forward_auth::Allow(true)),
                 rules::Access::Scopes(_) => Boxed::new(forward_auth::Allow(false)),
             });
-            let service = forward_auth::OriginalRequest::new(routed, trusted);
+            let service =
+                forward_auth::OriginalRequest::new(rules::Strict(routed), trusted, family);
             run_server(listener, service, health, drain).await
         }
     }
@@ -458,10 +501,60 @@ async fn shutdown_signal() {
     }
 }
 
+/// SIGHUP, taken over from its default action (ending the process) at start-up.
+struct Hangup {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Hangup {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            let signal = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            {
+                Ok(signal) => Some(signal),
+                Err(error) => {
+                    tracing::warn!(%error, "SIGHUP handler not installed");
+                    None
+                }
+            };
+            Self { signal }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next SIGHUP (never, without a handler).
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if let Some(signal) = self.signal.as_mut() {
+            signal.recv().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+
+    /// Logs each SIGHUP as doing nothing, `why`.
+    fn ignore(mut self, why: &'static str) {
+        tokio::spawn(async move {
+            loop {
+                self.recv().await;
+                tracing::info!("SIGHUP: nothing reloaded ({why})");
+            }
+        });
+    }
+}
+
 /// Reloads the TLS configuration when its files change (every `interval`; zero: never by
 /// polling) or on SIGHUP. A configuration that fails to load is logged and the current one
 /// kept.
-fn spawn_reload(handle: ServerConfigHandle, api: ApiConfig, interval: Duration) {
+fn spawn_reload(
+    handle: ServerConfigHandle,
+    api: ApiConfig,
+    interval: Duration,
+    mut hangup: Hangup,
+) {
     tokio::spawn(async move {
         let files: Vec<PathBuf> = api
             .tls_cert
@@ -472,19 +565,11 @@ fn spawn_reload(handle: ServerConfigHandle, api: ApiConfig, interval: Duration) 
             .cloned()
             .collect();
         let mut seen = fingerprint(&files);
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut tick = (!interval.is_zero()).then(|| tokio::time::interval(interval));
         loop {
             let why = tokio::select! {
                 _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => "files changed",
-                _ = async {
-                    #[cfg(unix)]
-                    match hangup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await }
-                    #[cfg(not(unix))]
-                    std::future::pending::<()>().await
-                } => "SIGHUP",
+                _ = hangup.recv() => "SIGHUP",
             };
             let now = fingerprint(&files);
             if why == "files changed" && now == seen {

@@ -145,6 +145,11 @@ impl Upstream {
             .build()
     }
 
+    /// Whether the URL has a path prefix (requests go under it).
+    pub(crate) fn has_prefix(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
     /// `scheme://authority/prefix`, for the start-up line.
     pub(crate) fn display(&self) -> String {
         format!("{}://{}{}", self.scheme, self.authority, self.prefix)
@@ -175,7 +180,7 @@ pub(crate) struct Timeouts {
 /// The forwarding service (see the module docs). Cheap to clone: the pool is shared.
 #[derive(Clone)]
 pub(crate) struct Proxy {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, NoTrailers>,
     inner: Arc<Inner>,
     /// A public path (`--public-path`): forwarded without a token and without identity.
     public: bool,
@@ -256,8 +261,36 @@ impl Service<Request<Incoming>> for Proxy {
     }
 }
 
+/// The client's request body without its trailers: trailers are a second header section the
+/// identity headers could be smuggled in (an HTTP/2 upstream would see them), and nothing
+/// here needs them. Trailers are always the last frame, so the body simply ends there.
+pub(crate) struct NoTrailers(Incoming);
+
+impl hyper::body::Body for NoTrailers {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match Pin::new(&mut self.0).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => Poll::Ready(None),
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
 async fn forward(
-    client: &Client<HttpConnector, Incoming>,
+    client: &Client<HttpConnector, NoTrailers>,
     inner: &Inner,
     public: bool,
     req: Request<Incoming>,
@@ -315,7 +348,7 @@ async fn forward(
     } else {
         Version::HTTP_11
     };
-    let request = Request::from_parts(parts, body);
+    let request = Request::from_parts(parts, NoTrailers(body));
     match tokio::time::timeout(inner.timeouts.response, client.request(request)).await {
         Ok(Ok(response)) => {
             inner.forwarded_ok.increment(1);

@@ -2,10 +2,21 @@
 //! prefix on segment boundaries, the longest prefix winning; every other path needs a token
 //! the layer accepts.
 //!
-//! A path that could mean something else after normalisation — dot segments, an empty
-//! segment, percent-encoded `.`, `/` or `\` — never matches a public rule (it gets the
-//! default: a token), so `/public/../admin` cannot borrow `/public`'s rule.
+//! Rules are matched on the path exactly as it is forwarded, byte for byte: case-sensitive,
+//! like most upstreams (an upstream that treats `/ADMIN` as `/admin` needs a rule for each
+//! spelling). A path that an upstream could read as another path — dot segments, `;` path
+//! parameters (`/public/..;/admin` is `/admin` to Tomcat, Jetty and Spring), an empty
+//! segment, `\`, or percent-encoding of an unreserved character or of `/`, `\`, `%`, `;` — is
+//! [`suspicious`]: while any rule is configured it is answered 400 ([`Strict`]) instead of
+//! being matched, so matching and forwarding can never disagree about which path it is.
 
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use http::{Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::proxy::{status, Body};
 use crate::Fatal;
 
 /// What a path needs.
@@ -67,9 +78,11 @@ impl PathRules {
         &self.rules
     }
 
-    /// The index of the rule for `path`, or `None` for the default (a token, no scope).
+    /// The index of the rule for `path`, or `None` for the default (a token, no scope). A
+    /// [`suspicious`] path never matches a public rule ([`Strict`] refuses it before it gets
+    /// here; this is the second line).
     pub(crate) fn lookup(&self, path: &str) -> Option<usize> {
-        let ambiguous = is_ambiguous(path);
+        let ambiguous = suspicious(path);
         self.rules.iter().position(|(prefix, access)| {
             let matches = path == prefix
                 || prefix == "/"
@@ -83,7 +96,7 @@ impl PathRules {
 }
 
 fn prefix_of(prefix: &str, flag: &str) -> Result<String, Fatal> {
-    if !prefix.starts_with('/') || is_ambiguous(prefix) || prefix.contains(['?', '#']) {
+    if !prefix.starts_with('/') || suspicious(prefix) || prefix.contains(['?', '#']) {
         return Err(Fatal::new(format!(
             "{flag} {prefix}: expected a path starting with / (no dot segments, query or \
              percent-encoding)"
@@ -93,15 +106,76 @@ fn prefix_of(prefix: &str, flag: &str) -> Result<String, Fatal> {
     Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_owned())
 }
 
-/// Dot segments, empty segments, or percent-encoded `.`, `/`, `\`.
-fn is_ambiguous(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    lower.contains("%2e")
-        || lower.contains("%2f")
-        || lower.contains("%5c")
-        || path.contains('\\')
+/// Whether an upstream could read `path` as another path than a byte-wise prefix match does:
+/// a dot segment, a `;` (path parameters: Tomcat, Jetty and Spring drop `;…` from a segment,
+/// so `..;` is `..`), an empty segment (`//`), a `\`, a control character, or a
+/// percent-encoded unreserved character (`%61dmin` is `admin`), `/`, `\`, `%` (double
+/// encoding), `;` or control character — or a `%` not followed by two hex digits.
+pub(crate) fn suspicious(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if path.contains(['\\', ';'])
         || path.contains("//")
+        || bytes.iter().any(|b| b.is_ascii_control())
         || path.split('/').any(|seg| seg == "." || seg == "..")
+    {
+        return true;
+    }
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut rest = bytes;
+    while let Some(i) = rest.iter().position(|&b| b == b'%') {
+        let (Some(hi), Some(lo)) = (
+            rest.get(i + 1).copied().and_then(hex),
+            rest.get(i + 2).copied().and_then(hex),
+        ) else {
+            return true;
+        };
+        let decoded = (hi << 4) | lo;
+        let decoded = u8::try_from(decoded).unwrap_or(0);
+        if decoded.is_ascii_alphanumeric()
+            || b"-._~/\\%;".contains(&decoded)
+            || decoded.is_ascii_control()
+        {
+            return true;
+        }
+        rest = rest.get(i + 3..).unwrap_or_default();
+    }
+    false
+}
+
+/// Answers 400 to a request whose path is [`suspicious`]; passes every other request to the
+/// inner service. In front of the rules (and, in forward-auth mode, after the original request
+/// is known), so a path is matched only in the one form the upstream will also read.
+#[derive(Clone)]
+pub(crate) struct Strict<S>(pub(crate) S);
+
+impl<S, B> Service<Request<B>> for Strict<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if suspicious(req.uri().path()) {
+            tracing::info!(
+                "refused a request whose path has dot segments, `;`, `//`, `\\` or \
+                 percent-encoded unreserved characters (400; per-path rules are configured)"
+            );
+            return Box::pin(std::future::ready(Ok(status(
+                StatusCode::BAD_REQUEST,
+                "ambiguous request path\n",
+            ))));
+        }
+        Box::pin(self.0.call(req))
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +230,10 @@ mod tests {
             "/public//x",
             "/health/..",
             "/public\\..\\admin",
+            "/public/..;/admin/users",
+            "/public/.;/x",
+            "/public/%252e%252e/admin",
+            "/public;x/../admin",
         ] {
             assert_ne!(access(&r, sneaky), Some(Access::Public), "{sneaky}");
         }
@@ -164,6 +242,41 @@ mod tests {
             access(&r, "/admin/../admin/x"),
             Some(Access::Scopes(vec!["admin:write".into()]))
         );
+    }
+
+    #[test]
+    fn paths_an_upstream_could_read_differently_are_suspicious() {
+        for sneaky in [
+            "/x/../admin/users",
+            "/./admin",
+            "//admin/users",
+            "/%61dmin/users",
+            "/%2561dmin",
+            "/admin;x/users",
+            "/public/..;/admin",
+            "/admin%2Fusers",
+            "/admin%5cusers",
+            "/admin%3busers",
+            "/admin%7e",
+            "/admin%00",
+            "/admin%",
+            "/admin%4",
+            "/admin%zz",
+            "/a\\b",
+        ] {
+            assert!(suspicious(sneaky), "{sneaky}");
+        }
+        for fine in [
+            "/",
+            "/admin/users",
+            "/a.b/c..d/...",
+            "/files/caf%C3%A9",
+            "/search/a%20b",
+            "/q%3Fx",
+            "/ADMIN/users",
+        ] {
+            assert!(!suspicious(fine), "{fine}");
+        }
     }
 
     #[test]

@@ -146,6 +146,8 @@ pub struct Seen {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The request's trailers, if it had any.
+    pub trailers: Option<HeaderMap>,
 }
 
 /// A real HTTP/1.1 + h2c upstream on 127.0.0.1: records every request and echoes its body;
@@ -179,11 +181,13 @@ impl Echo {
                         let recorded = Arc::clone(&recorded);
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
+                            let (body, trailers) = match body.collect().await {
+                                Ok(collected) => {
+                                    let trailers = collected.trailers().cloned();
+                                    (collected.to_bytes(), trailers)
+                                }
+                                Err(_) => (Bytes::new(), None),
+                            };
                             let slow_path = parts.uri.path() == "/slow";
                             recorded.lock().unwrap().push(Seen {
                                 method: parts.method,
@@ -191,6 +195,7 @@ impl Echo {
                                 version: parts.version,
                                 headers: parts.headers,
                                 body: body.clone(),
+                                trailers,
                             });
                             if slow_path {
                                 tokio::time::sleep(slow).await;

@@ -176,20 +176,8 @@ impl VerifiedClaims {
         alg: Algorithm,
         kid: Option<String>,
     ) -> Result<Self, Rejection> {
-        let string = |name: &str| -> Result<Option<String>, Rejection> {
-            match all.get(name) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(Rejection::InvalidClaims),
-            }
-        };
-        let number = |name: &str| -> Result<Option<f64>, Rejection> {
-            match all.get(name) {
-                None => Ok(None),
-                Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Rejection::InvalidClaims),
-                Some(_) => Err(Rejection::InvalidClaims),
-            }
-        };
+        let string = |name: &str| claim_string(&all, name);
+        let number = |name: &str| claim_number(&all, name);
         let issuer = string("iss")?.ok_or(Rejection::InvalidClaims)?;
         let audience = match all.get("aud") {
             Some(Value::String(s)) => vec![s.clone()],
@@ -233,20 +221,8 @@ impl VerifiedClaims {
         require_audience: bool,
         signed: Option<(Algorithm, Option<String>)>,
     ) -> Result<Self, Rejection> {
-        let string = |all: &Map<String, Value>, name: &str| -> Result<Option<String>, Rejection> {
-            match all.get(name) {
-                None => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(Rejection::InvalidClaims),
-            }
-        };
-        let number = |name: &str| -> Result<Option<f64>, Rejection> {
-            match all.get(name) {
-                None => Ok(None),
-                Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Rejection::InvalidClaims),
-                Some(_) => Err(Rejection::InvalidClaims),
-            }
-        };
+        let string = claim_string;
+        let number = |name: &str| claim_number(&all, name);
         match string(&all, "iss")? {
             Some(iss) if iss != policy.issuer => return Err(Rejection::WrongIssuer),
             _ => {}
@@ -376,6 +352,24 @@ impl VerifiedClaims {
     /// Every claim, as sent.
     pub fn all(&self) -> &Map<String, Value> {
         &self.all
+    }
+}
+
+/// A registered string claim: absent, or a JSON string (anything else is `invalid_claims`).
+fn claim_string(all: &Map<String, Value>, name: &str) -> Result<Option<String>, Rejection> {
+    match all.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Rejection::InvalidClaims),
+    }
+}
+
+/// A registered numeric claim (`exp`, `nbf`, `iat`): absent, or a JSON number.
+fn claim_number(all: &Map<String, Value>, name: &str) -> Result<Option<f64>, Rejection> {
+    match all.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(Rejection::InvalidClaims),
+        Some(_) => Err(Rejection::InvalidClaims),
     }
 }
 

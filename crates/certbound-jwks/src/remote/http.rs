@@ -142,14 +142,6 @@ impl HttpClient {
                 status: status.as_u16(),
             });
         }
-        let too_large = || FetchError::TooLarge {
-            url: url.to_string(),
-            limit: self.max_body,
-        };
-        let announced = response.content_length();
-        if announced.is_some_and(|len| len > self.max_body as u64) {
-            return Err(too_large());
-        }
         let headers = response.headers();
         let cache_control = headers
             .get_all(CACHE_CONTROL)

@@ -45,7 +45,9 @@
 //!   `sidecar_nginx` (goal ≥ 0.8). nginx runs with `worker_processes auto` (master + workers;
 //!   their CPU is summed), certbound with tokio's default workers. `--sidecar-baseline BIN`
 //!   adds a third variant, `sidecar_certbound_before`, running another `certbound` binary
-//!   (e.g. a build of the previous commit) the same way: a before/after ratio in one run.
+//!   (e.g. a build of the previous commit) the same way: a before/after ratio in one run. Use
+//!   `--secs 2` with it: three 3-s variants leave each one's connections idle past the
+//!   server's 10-s header-read timeout, which closes them (the run then fails).
 //!
 //! It prints req/s, p50/p99 latency and the server's CPU time per request (summed over the
 //! server's threads from `/proc/PID/task/*/schedstat`, which is less sensitive to a noisy

@@ -43,7 +43,11 @@
 //!   `GET` → a small JSON body) vs Debian nginx doing the same mutual-TLS termination and
 //!   `proxy_pass` (keep-alive upstream pool) with no token check: `sidecar_certbound` /
 //!   `sidecar_nginx` (goal ≥ 0.8). nginx runs with `worker_processes auto` (master + workers;
-//!   their CPU is summed), certbound with tokio's default workers.
+//!   their CPU is summed), certbound with tokio's default workers. `--sidecar-baseline BIN`
+//!   adds a third variant, `sidecar_certbound_before`, running another `certbound` binary
+//!   (e.g. a build of the previous commit) the same way: a before/after ratio in one run. Use
+//!   `--secs 2` with it: three 3-s variants leave each one's connections idle past the
+//!   server's 10-s header-read timeout, which closes them (the run then fails).
 //!
 //! It prints req/s, p50/p99 latency and the server's CPU time per request (summed over the
 //! server's threads from `/proc/PID/task/*/schedstat`, which is less sensitive to a noisy
@@ -155,6 +159,10 @@ struct Opts {
     /// Only the sidecar comparison: `certbound serve --upstream` vs nginx proxy_pass.
     #[arg(long)]
     sidecar: bool,
+    /// With `--sidecar`: also run this `certbound` binary (e.g. a build of the previous commit)
+    /// as the variant `sidecar_certbound_before`, for a before/after ratio in the same run.
+    #[arg(long)]
+    sidecar_baseline: Option<PathBuf>,
     /// Internal: be the trivial upstream for `--sidecar`.
     #[arg(long, hide = true)]
     upstream_child: bool,
@@ -853,6 +861,8 @@ fn report(targets: &[Target], s: &[Summary]) -> String {
         ("hello_dpop_redis", "hello_dpop", None),
         ("hello_dpop_redis", "hello_cached", None),
         ("sidecar_certbound", "sidecar_nginx", Some(0.8)),
+        ("sidecar_certbound_before", "sidecar_nginx", Some(0.8)),
+        ("sidecar_certbound", "sidecar_certbound_before", None),
         ("hello_dpop", "huskarl_dpop", Some(4.0)),
         ("hello_dpop_redis", "huskarl_dpop", None),
         ("huskarl_dpop", "tower_oauth2", None),
@@ -1930,23 +1940,34 @@ fn sidecar(opts: &Opts, root: &Path, out_dir: &Path) -> Result<(), Error> {
     })?;
     let up = upstream.addrs[0].1;
 
-    let mut cmd = Command::new(&certbound_bin);
-    cmd.args(["serve", "--upstream", &format!("http://{up}")])
-        .args(["--listen", "127.0.0.1:0"])
-        .args([
-            "--tls-cert",
-            &path("server.pem"),
-            "--tls-key",
-            &path("server.key"),
-        ])
-        .args(["--issuer", issuer, "--audience", AUDIENCE])
-        .args(["--jwks-file", &jwks.to_string_lossy()])
-        .env("RUST_LOG", "warn");
-    let serve = Server::start(cmd, |line, s| {
-        let addr = line.strip_prefix("listening on https://")?.parse().ok()?;
-        s.addrs.push(("serve".into(), addr));
-        Some(())
-    })?;
+    let start_serve = |bin: &Path| {
+        let mut cmd = Command::new(bin);
+        cmd.args(["serve", "--upstream", &format!("http://{up}")])
+            .args(["--listen", "127.0.0.1:0"])
+            .args([
+                "--tls-cert",
+                &path("server.pem"),
+                "--tls-key",
+                &path("server.key"),
+            ])
+            .args(["--issuer", issuer, "--audience", AUDIENCE])
+            .args(["--jwks-file", &jwks.to_string_lossy()])
+            .env(
+                "RUST_LOG",
+                std::env::var("SIDECAR_LOG").unwrap_or_else(|_| "warn".into()),
+            );
+        Server::start(cmd, |line, s| {
+            let addr = line.strip_prefix("listening on https://")?.parse().ok()?;
+            s.addrs.push(("serve".into(), addr));
+            Some(())
+        })
+    };
+    let serve = start_serve(&certbound_bin)?;
+    let baseline = opts
+        .sidecar_baseline
+        .as_deref()
+        .map(start_serve)
+        .transpose()?;
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -2013,7 +2034,7 @@ http {{
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let targets = vec![
+    let mut targets = vec![
         Target::new(
             "sidecar_certbound",
             "(s1) certbound serve --upstream: mTLS + bound token (cache warm) + proxy",
@@ -2031,6 +2052,16 @@ http {{
             nginx.0.id(),
         )?,
     ];
+    if let Some(before) = &baseline {
+        targets.push(Target::new(
+            "sidecar_certbound_before",
+            "(s0) certbound serve, the --sidecar-baseline build (before)",
+            Some(before.addrs[0].1),
+            "/api/hello",
+            Some(&token),
+            before.pid(),
+        )?);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -2043,7 +2074,7 @@ http {{
     let markdown = runtime.block_on(run(
         &quiet, &client, &targets, &material, &serve, issuer, out_dir,
     ))?;
-    drop((nginx, serve, upstream));
+    drop((nginx, serve, baseline, upstream));
     let md_path = out_dir.join("loadbench-sidecar.md");
     std::fs::write(&md_path, &markdown)?;
     println!("\ntables: {}", md_path.display());

@@ -26,6 +26,12 @@ mod thumbprint;
 mod time;
 
 use std::path::PathBuf;
+
+/// mimalloc instead of glibc's malloc: `certbound serve` allocates and frees a few dozen small
+/// buffers per proxied request, and glibc's malloc/free were ~6 % of its CPU under load
+/// (BENCHMARKS.md, issue 14).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

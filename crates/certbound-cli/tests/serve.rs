@@ -228,6 +228,74 @@ async fn a_dpop_client_is_forwarded_and_a_wrong_proof_is_not() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let setup = Setup::new("sidecar-keepalive");
+    let echo = Echo::start(Duration::ZERO).await;
+    let served = sidecar(&setup, &echo.url(), &[]);
+    let token = setup.token_for(&setup.pki.client_a);
+    let a = setup.client(Some(&setup.pki.client_a));
+    for i in 0..20 {
+        // Bodies of every kind: empty (the upstream's answer has no body to read to its end),
+        // small, and a HEAD (no body at all) in between.
+        let res = match i % 3 {
+            0 => a.get(served.url("/empty")),
+            1 => a.post(served.url("/echo")).body(format!("body {i}")),
+            _ => a.head(served.url("/head")),
+        }
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(res.status(), 200, "{}", served.log());
+        let body = res.text().await.unwrap();
+        assert_eq!(
+            body,
+            if i % 3 == 1 {
+                format!("body {i}")
+            } else {
+                String::new()
+            }
+        );
+        let seen = echo.last();
+        assert_eq!(seen.headers["host"], echo.addr.to_string().as_str());
+        assert_eq!(seen.version, http::Version::HTTP_11);
+    }
+    assert_eq!(echo.count(), 20);
+    // One request at a time: the connection goes back to the pool after each response (a
+    // second one at most, if a response's end raced the next request).
+    let opened = echo.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=2).contains(&opened), "{opened} upstream connections");
+
+    // Many clients at once, each sending one request after the other: every request is
+    // answered, and the upstream never sees more connections than requests in flight.
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let client = setup.client(Some(&setup.pki.client_a));
+            let (url, token) = (served.url("/concurrent"), token.clone());
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let res = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .body(format!("{i}"))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(res.status(), 200);
+                    assert_eq!(res.text().await.unwrap(), format!("{i}"));
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_eq!(echo.count(), 20 + 16 * 25);
+    let opened = echo.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(opened <= 2 + 16, "{opened} upstream connections");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn upstream_down_is_502_and_upstream_slow_is_504() {
     let setup = Setup::new("sidecar-errors");
     // A port nothing listens on.

@@ -17,6 +17,7 @@ mod admin;
 pub(crate) mod config_file;
 mod forward_auth;
 mod headers;
+mod pool;
 mod proxy;
 mod rules;
 

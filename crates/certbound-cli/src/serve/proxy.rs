@@ -1,5 +1,6 @@
 //! The sidecar's inner service: forwards a request the certbound layer accepted to the
-//! upstream over a pooled hyper-util client, streaming the bodies both ways.
+//! upstream over pooled keep-alive connections ([`super::pool`] for HTTP/1.1, hyper-util's
+//! client for h2c), streaming the bodies both ways.
 //!
 //! It runs only behind the layer, so every request it sees carries a [`VerifiedToken`]; one
 //! without is a wiring mistake, answered 500 and never forwarded. Upstream unreachable → 502,
@@ -26,6 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::headers;
+use super::pool::Pool;
 
 /// Errors of a body on its way through.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -78,6 +80,8 @@ pub(crate) struct Upstream {
     prefix: String,
     /// HTTP/2 with prior knowledge (h2c) instead of HTTP/1.1.
     http2: bool,
+    /// The `Host` an HTTP/1.1 request carries: the upstream's host, and its port unless 80.
+    host: HeaderValue,
 }
 
 /// Why an `--upstream` was refused.
@@ -123,7 +127,14 @@ impl Upstream {
         if !allow_plain && !is_loopback(authority.host()) {
             return Err(UpstreamError::PlainNotLoopback(url.to_owned()));
         }
+        let host = match authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        let host =
+            HeaderValue::from_str(&host).map_err(|_| UpstreamError::NotAbsolute(url.to_owned()))?;
         Ok(Self {
+            host,
             scheme: scheme.clone(),
             authority: authority.clone(),
             prefix: uri.path().trim_end_matches('/').to_owned(),
@@ -148,6 +159,21 @@ impl Upstream {
     /// Whether the URL has a path prefix (requests go under it).
     pub(crate) fn has_prefix(&self) -> bool {
         !self.prefix.is_empty()
+    }
+
+    /// The origin-form target (`/prefix/path?query`) an HTTP/1.1 request to
+    /// `path_and_query` carries.
+    fn origin_form(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(match (path_and_query, self.prefix.is_empty()) {
+            (Some(pq), true) => pq.clone(),
+            (None, true) => PathAndQuery::from_static("/"),
+            (pq, false) => {
+                let pq = pq.map_or("/", PathAndQuery::as_str);
+                PathAndQuery::try_from(format!("{}{pq}", self.prefix))?
+            }
+        });
+        Ok(Uri::from_parts(parts)?)
     }
 
     /// `scheme://authority/prefix`, for the start-up line.
@@ -177,10 +203,19 @@ pub(crate) struct Timeouts {
     pub(crate) response: Duration,
 }
 
+/// The connections to the upstream.
+#[derive(Clone)]
+enum Transport {
+    /// HTTP/1.1: the sidecar's own pool (see [`super::pool`]).
+    Http1(Arc<Pool>),
+    /// h2c: hyper-util's client, one multiplexed connection.
+    Http2(Arc<Client<HttpConnector, NoTrailers>>),
+}
+
 /// The forwarding service (see the module docs). Cheap to clone: the pool is shared.
 #[derive(Clone)]
 pub(crate) struct Proxy {
-    client: Client<HttpConnector, NoTrailers>,
+    transport: Transport,
     inner: Arc<Inner>,
     /// A public path (`--public-path`): forwarded without a token and without identity.
     public: bool,
@@ -205,16 +240,26 @@ impl Proxy {
         timeouts: Timeouts,
         trusted_proxies: Vec<IpCidr>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeouts.connect));
-        connector.set_nodelay(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .http2_only(upstream.http2);
+        let transport = match upstream.http2 {
+            false => Transport::Http1(Arc::new(Pool::new(
+                upstream.authority.host(),
+                upstream.authority.port_u16().unwrap_or(80),
+                timeouts.connect,
+            ))),
+            true => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(timeouts.connect));
+                connector.set_nodelay(true);
+                let mut builder = Client::builder(TokioExecutor::new());
+                builder
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_timer(TokioTimer::new())
+                    .http2_only(true);
+                Transport::Http2(Arc::new(builder.build(connector)))
+            }
+        };
         Self {
-            client: builder.build(connector),
+            transport,
             inner: Arc::new(Inner {
                 upstream,
                 timeouts,
@@ -254,10 +299,10 @@ impl Service<Request<Incoming>> for Proxy {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let client = self.client.clone();
+        let transport = self.transport.clone();
         let inner = Arc::clone(&self.inner);
         let public = self.public;
-        Box::pin(async move { Ok(forward(&client, &inner, public, req).await) })
+        Box::pin(async move { Ok(forward(&transport, &inner, public, req).await) })
     }
 }
 
@@ -290,7 +335,7 @@ impl hyper::body::Body for NoTrailers {
 }
 
 async fn forward(
-    client: &Client<HttpConnector, NoTrailers>,
+    transport: &Transport,
     inner: &Inner,
     public: bool,
     req: Request<Incoming>,
@@ -307,7 +352,11 @@ async fn forward(
     }
     let peer = parts.extensions.get::<PeerCertificate>();
     let upstream = &inner.upstream;
-    let uri = match upstream.uri_for(parts.uri.path_and_query()) {
+    let uri = match transport {
+        Transport::Http1(_) => upstream.origin_form(parts.uri.path_and_query()),
+        Transport::Http2(_) => upstream.uri_for(parts.uri.path_and_query()),
+    };
+    let uri = match uri {
         Ok(uri) => uri,
         Err(_) => return status(StatusCode::BAD_REQUEST, "bad request target\n"),
     };
@@ -340,21 +389,44 @@ async fn forward(
             }
         }
     }
-    // The client sets Host from the upstream URI.
-    parts.headers.remove(http::header::HOST);
+    // Host names the upstream (HTTP/2: the client sets :authority from the URI).
+    match transport {
+        Transport::Http1(_) => {
+            parts
+                .headers
+                .insert(http::header::HOST, upstream.host.clone());
+        }
+        Transport::Http2(_) => {
+            parts.headers.remove(http::header::HOST);
+        }
+    }
     parts.uri = uri;
     parts.version = if upstream.http2 {
         Version::HTTP_2
     } else {
         Version::HTTP_11
     };
+    // Request trailers are dropped: a client could put identity names there.
     let request = Request::from_parts(parts, NoTrailers(body));
-    match tokio::time::timeout(inner.timeouts.response, client.request(request)).await {
+    let sent = async {
+        match transport {
+            Transport::Http1(pool) => pool
+                .send(request)
+                .await
+                .map(|response| response.map(|body| body.map_err(BoxError::from).boxed())),
+            Transport::Http2(client) => client
+                .request(request)
+                .await
+                .map(|response| response.map(|body| body.map_err(BoxError::from).boxed()))
+                .map_err(BoxError::from),
+        }
+    };
+    match tokio::time::timeout(inner.timeouts.response, sent).await {
         Ok(Ok(response)) => {
             inner.forwarded_ok.increment(1);
             let (mut parts, body) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, body.map_err(BoxError::from).boxed())
+            Response::from_parts(parts, body)
         }
         Ok(Err(error)) => {
             inner.connect_errors.increment(1);

@@ -155,6 +155,8 @@ pub struct Seen {
 pub struct Echo {
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -170,11 +172,14 @@ impl Echo {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorded = Arc::clone(&seen);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::clone(&connections);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let recorded = Arc::clone(&recorded);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -222,7 +227,12 @@ impl Echo {
                 });
             }
         });
-        Echo { addr, seen, task }
+        Echo {
+            addr,
+            seen,
+            connections,
+            task,
+        }
     }
 
     pub fn url(&self) -> String {

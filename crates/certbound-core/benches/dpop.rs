@@ -28,14 +28,10 @@
 //!   `normalize_htu` (one URI), `access_token_hash`.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::hint::black_box;
 
-use aws_lc_rs::signature::{
-    ParsedPublicKey, RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519,
-    RSA_PSS_2048_8192_SHA256,
-};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use certbound_core::{
     access_token_hash, jwk_thumbprint, normalize_htu, Algorithm, DpopPolicy, ProofRequest,
     UnverifiedToken, VerificationKey,
@@ -43,15 +39,8 @@ use certbound_core::{
 use certbound_dev::dpop::DpopKey;
 use certbound_dev::unix_now;
 use criterion::{criterion_group, criterion_main, Criterion};
-use serde_json::Value;
 
 const URL: &str = "https://api.example/accounts";
-
-fn b64(jwk: &Value, member: &str) -> Vec<u8> {
-    URL_SAFE_NO_PAD
-        .decode(jwk[member].as_str().unwrap())
-        .unwrap()
-}
 
 fn dpop(c: &mut Criterion) {
     let policy = DpopPolicy::default();
@@ -74,50 +63,7 @@ fn dpop(c: &mut Criterion) {
 
         // The raw baseline: aws-lc, one shot, from the key's bytes; and the same key parsed
         // beforehand.
-        let parsed_key: ParsedPublicKey;
-        let raw: Box<dyn Fn() -> bool> = match alg {
-            Algorithm::ES256 => {
-                let mut point = vec![0x04];
-                point.extend(b64(&jwk, "x"));
-                point.extend(b64(&jwk, "y"));
-                parsed_key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).unwrap();
-                let (message, signature) = (message.clone(), signature.clone());
-                Box::new(move || {
-                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, black_box(&point))
-                        .verify(black_box(&message), black_box(&signature))
-                        .is_ok()
-                })
-            }
-            Algorithm::EdDSA => {
-                let x = b64(&jwk, "x");
-                parsed_key = ParsedPublicKey::new(&ED25519, &x).unwrap();
-                let (message, signature) = (message.clone(), signature.clone());
-                Box::new(move || {
-                    UnparsedPublicKey::new(&ED25519, black_box(&x))
-                        .verify(black_box(&message), black_box(&signature))
-                        .is_ok()
-                })
-            }
-            _ => {
-                let (n, e) = (b64(&jwk, "n"), b64(&jwk, "e"));
-                parsed_key = RsaPublicKeyComponents { n: &n, e: &e }
-                    .to_parsed_public_key(&RSA_PSS_2048_8192_SHA256)
-                    .unwrap();
-                let (message, signature) = (message.clone(), signature.clone());
-                Box::new(move || {
-                    RsaPublicKeyComponents {
-                        n: black_box(&n),
-                        e: black_box(&e),
-                    }
-                    .verify(
-                        &RSA_PSS_2048_8192_SHA256,
-                        black_box(&message),
-                        black_box(&signature),
-                    )
-                    .is_ok()
-                })
-            }
-        };
+        let (parsed_key, raw) = common::raw_verifier(alg, &jwk, &message, &signature);
         // Everything must accept before anything is timed.
         let cached_before = policy.cached_keys();
         let verified = policy

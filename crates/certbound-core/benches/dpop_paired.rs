@@ -17,27 +17,16 @@
 //! check alone. The three rotate block by block.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use aws_lc_rs::signature::{
-    ParsedPublicKey, RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519,
-    RSA_PSS_2048_8192_SHA256,
-};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use certbound_core::{Algorithm, DpopPolicy, ProofRequest, UnverifiedToken};
 use certbound_dev::dpop::DpopKey;
 use certbound_dev::unix_now;
-use serde_json::Value;
 
 const URL: &str = "https://api.example/accounts";
-
-fn b64(jwk: &Value, member: &str) -> Vec<u8> {
-    URL_SAFE_NO_PAD
-        .decode(jwk[member].as_str().unwrap())
-        .unwrap()
-}
 
 /// Nanoseconds per call of `f`, over a block of `n` calls.
 fn block(n: u32, f: &dyn Fn()) -> f64 {
@@ -72,50 +61,7 @@ fn main() {
         let message = parsed.signing_input().to_vec();
         let signature = parsed.signature().to_vec();
         let jwk = key.public_jwk().clone();
-        let parsed_key: ParsedPublicKey;
-        let raw: Box<dyn Fn() -> bool> = match alg {
-            Algorithm::ES256 => {
-                let mut point = vec![0x04];
-                point.extend(b64(&jwk, "x"));
-                point.extend(b64(&jwk, "y"));
-                parsed_key = ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point).unwrap();
-                let (message, signature) = (message.clone(), signature.clone());
-                Box::new(move || {
-                    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, black_box(&point))
-                        .verify(black_box(&message), black_box(&signature))
-                        .is_ok()
-                })
-            }
-            Algorithm::EdDSA => {
-                let x = b64(&jwk, "x");
-                parsed_key = ParsedPublicKey::new(&ED25519, &x).unwrap();
-                let (message, signature) = (message.clone(), signature.clone());
-                Box::new(move || {
-                    UnparsedPublicKey::new(&ED25519, black_box(&x))
-                        .verify(black_box(&message), black_box(&signature))
-                        .is_ok()
-                })
-            }
-            _ => {
-                let (n, e) = (b64(&jwk, "n"), b64(&jwk, "e"));
-                parsed_key = RsaPublicKeyComponents { n: &n, e: &e }
-                    .to_parsed_public_key(&RSA_PSS_2048_8192_SHA256)
-                    .unwrap();
-                let (message, signature) = (message.clone(), signature.clone());
-                Box::new(move || {
-                    RsaPublicKeyComponents {
-                        n: black_box(&n),
-                        e: black_box(&e),
-                    }
-                    .verify(
-                        &RSA_PSS_2048_8192_SHA256,
-                        black_box(&message),
-                        black_box(&signature),
-                    )
-                    .is_ok()
-                })
-            }
-        };
+        let (parsed_key, raw) = common::raw_verifier(alg, &jwk, &message, &signature);
         let verify = || {
             black_box(
                 policy

@@ -55,6 +55,7 @@ mod forwarded;
 pub mod introspection;
 mod jose;
 mod keys;
+mod path_rules;
 mod policy;
 mod rejection;
 mod thumbprint;
@@ -82,6 +83,7 @@ pub use keys::{
     Curve, JwksError, KeyError, KeyLookupError, KeySet, MalformedJwks, ParsedJwks, SkippedKey,
     VerificationKey, MIN_RSA_BITS,
 };
+pub use path_rules::{suspicious_path, PathAccess, PathRuleError, PathRules};
 pub use policy::{TokenPolicy, VerifiedClaims, DEFAULT_ALGORITHMS, DEFAULT_LEEWAY};
 pub use rejection::{ErrorClass, Rejection};
 pub use thumbprint::{Thumbprint, ThumbprintError};

@@ -254,7 +254,8 @@ async fn serve(args: Args) -> Outcome {
             ))
         }
     };
-    let rules = rules::PathRules::parse(&args.public_path, &args.path_scope)?;
+    let rules = rules::PathRules::parse(&args.public_path, &args.path_scope)
+        .map_err(|e| Fatal::new(e.to_string()))?;
     let builder = layer_builder(&args.api).await?;
     let tls = tls_config(&args.api)?;
 

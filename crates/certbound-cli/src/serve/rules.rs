@@ -1,148 +1,17 @@
-//! Per-path rules: public paths (no token needed) and required scopes, matched by path
-//! prefix on segment boundaries, the longest prefix winning; every other path needs a token
-//! the layer accepts.
-//!
-//! Rules are matched on the path exactly as it is forwarded, byte for byte: case-sensitive,
-//! like most upstreams (an upstream that treats `/ADMIN` as `/admin` needs a rule for each
-//! spelling). A path that an upstream could read as another path — dot segments, `;` path
-//! parameters (`/public/..;/admin` is `/admin` to Tomcat, Jetty and Spring), an empty
-//! segment, `\`, or percent-encoding of an unreserved character or of `/`, `\`, `%`, `;` — is
-//! [`suspicious`]: while any rule is configured it is answered 400 ([`Strict`]) instead of
-//! being matched, so matching and forwarding can never disagree about which path it is.
+//! Per-path rules in `certbound serve`: the decisions are certbound-core's [`PathRules`] and
+//! [`suspicious_path`]; here only [`Strict`], the service that answers an ambiguous path 400
+//! while rules are configured.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
+pub(crate) use certbound_core::{suspicious_path, PathAccess as Access, PathRules};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
 use super::proxy::{status, Body};
-use crate::Fatal;
 
-/// What a path needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// No token: forwarded (sidecar) or answered 200 (forward-auth) without identity headers.
-    Public,
-    /// A token the layer accepts, carrying every one of these scopes (403 otherwise).
-    Scopes(Vec<String>),
-}
-
-/// The rules, longest prefix first.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct PathRules {
-    rules: Vec<(String, Access)>,
-}
-
-impl PathRules {
-    /// From `--public-path PREFIX` and `--path-scope PREFIX=SCOPE[,SCOPE…]` values.
-    pub(crate) fn parse(public: &[String], scoped: &[String]) -> Result<Self, Fatal> {
-        let mut rules = Vec::new();
-        for prefix in public {
-            rules.push((prefix_of(prefix, "--public-path")?, Access::Public));
-        }
-        for spec in scoped {
-            let (prefix, scopes) = spec.split_once('=').ok_or_else(|| {
-                Fatal::new(format!(
-                    "--path-scope {spec}: expected PREFIX=SCOPE[,SCOPE…], e.g. /admin=admin:write"
-                ))
-            })?;
-            let scopes: Vec<String> = scopes
-                .split([',', ' '])
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if scopes.is_empty() {
-                return Err(Fatal::new(format!("--path-scope {spec}: no scope named")));
-            }
-            rules.push((prefix_of(prefix, "--path-scope")?, Access::Scopes(scopes)));
-        }
-        for (i, (prefix, _)) in rules.iter().enumerate() {
-            if rules[..i].iter().any(|(p, _)| p == prefix) {
-                return Err(Fatal::new(format!(
-                    "{prefix}: more than one rule for this path"
-                )));
-            }
-        }
-        rules.sort_by_key(|rule| std::cmp::Reverse(rule.0.len()));
-        Ok(Self { rules })
-    }
-
-    /// Whether any rule is configured.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
-    /// Every rule, longest prefix first.
-    pub(crate) fn rules(&self) -> &[(String, Access)] {
-        &self.rules
-    }
-
-    /// The index of the rule for `path`, or `None` for the default (a token, no scope). A
-    /// [`suspicious`] path never matches a public rule ([`Strict`] refuses it before it gets
-    /// here; this is the second line).
-    pub(crate) fn lookup(&self, path: &str) -> Option<usize> {
-        let ambiguous = suspicious(path);
-        self.rules.iter().position(|(prefix, access)| {
-            let matches = path == prefix
-                || prefix == "/"
-                || path
-                    .strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'));
-            // Scope rules still apply to an ambiguous path (more checks, never fewer).
-            matches && !(ambiguous && *access == Access::Public)
-        })
-    }
-}
-
-fn prefix_of(prefix: &str, flag: &str) -> Result<String, Fatal> {
-    if !prefix.starts_with('/') || suspicious(prefix) || prefix.contains(['?', '#']) {
-        return Err(Fatal::new(format!(
-            "{flag} {prefix}: expected a path starting with / (no dot segments, query or \
-             percent-encoding)"
-        )));
-    }
-    let trimmed = prefix.trim_end_matches('/');
-    Ok(if trimmed.is_empty() { "/" } else { trimmed }.to_owned())
-}
-
-/// Whether an upstream could read `path` as another path than a byte-wise prefix match does:
-/// a dot segment, a `;` (path parameters: Tomcat, Jetty and Spring drop `;…` from a segment,
-/// so `..;` is `..`), an empty segment (`//`), a `\`, a control character, or a
-/// percent-encoded unreserved character (`%61dmin` is `admin`), `/`, `\`, `%` (double
-/// encoding), `;` or control character — or a `%` not followed by two hex digits.
-pub(crate) fn suspicious(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    if path.contains(['\\', ';'])
-        || path.contains("//")
-        || bytes.iter().any(|b| b.is_ascii_control())
-        || path.split('/').any(|seg| seg == "." || seg == "..")
-    {
-        return true;
-    }
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let mut rest = bytes;
-    while let Some(i) = rest.iter().position(|&b| b == b'%') {
-        let (Some(hi), Some(lo)) = (
-            rest.get(i + 1).copied().and_then(hex),
-            rest.get(i + 2).copied().and_then(hex),
-        ) else {
-            return true;
-        };
-        let decoded = (hi << 4) | lo;
-        let decoded = u8::try_from(decoded).unwrap_or(0);
-        if decoded.is_ascii_alphanumeric()
-            || b"-._~/\\%;".contains(&decoded)
-            || decoded.is_ascii_control()
-        {
-            return true;
-        }
-        rest = rest.get(i + 3..).unwrap_or_default();
-    }
-    false
-}
-
-/// Answers 400 to a request whose path is [`suspicious`]; passes every other request to the
+/// Answers 400 to a request whose path is [`suspicious_path`]; passes every other request to the
 /// inner service. In front of the rules (and, in forward-auth mode, after the original request
 /// is known), so a path is matched only in the one form the upstream will also read.
 #[derive(Clone)]
@@ -164,7 +33,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if suspicious(req.uri().path()) {
+        if suspicious_path(req.uri().path()) {
             tracing::info!(
                 "refused a request whose path has dot segments, `;`, `//`, `\\` or \
                  percent-encoded unreserved characters (400; per-path rules are configured)"
@@ -175,123 +44,5 @@ where
             ))));
         }
         Box::pin(self.0.call(req))
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn rules() -> PathRules {
-        PathRules::parse(
-            &["/health".into(), "/public/".into()],
-            &[
-                "/admin=admin:write".into(),
-                "/admin/reports=reports:read,admin:write".into(),
-            ],
-        )
-        .unwrap()
-    }
-
-    fn access(r: &PathRules, path: &str) -> Option<Access> {
-        r.lookup(path).map(|i| r.rules()[i].1.clone())
-    }
-
-    #[test]
-    fn the_longest_prefix_on_a_segment_boundary_wins() {
-        let r = rules();
-        assert_eq!(access(&r, "/health"), Some(Access::Public));
-        assert_eq!(access(&r, "/health/live"), Some(Access::Public));
-        assert_eq!(access(&r, "/healthz"), None);
-        assert_eq!(access(&r, "/public/a.css"), Some(Access::Public));
-        assert_eq!(
-            access(&r, "/admin/users"),
-            Some(Access::Scopes(vec!["admin:write".into()]))
-        );
-        assert_eq!(
-            access(&r, "/admin/reports/7"),
-            Some(Access::Scopes(vec![
-                "reports:read".into(),
-                "admin:write".into()
-            ]))
-        );
-        assert_eq!(access(&r, "/api/orders"), None);
-    }
-
-    #[test]
-    fn a_path_that_normalises_elsewhere_is_never_public() {
-        let r = rules();
-        for sneaky in [
-            "/public/../admin/users",
-            "/public/./x",
-            "/public/%2e%2e/admin",
-            "/public/..%2Fadmin",
-            "/public//x",
-            "/health/..",
-            "/public\\..\\admin",
-            "/public/..;/admin/users",
-            "/public/.;/x",
-            "/public/%252e%252e/admin",
-            "/public;x/../admin",
-        ] {
-            assert_ne!(access(&r, sneaky), Some(Access::Public), "{sneaky}");
-        }
-        // A scope rule still applies to such a path.
-        assert_eq!(
-            access(&r, "/admin/../admin/x"),
-            Some(Access::Scopes(vec!["admin:write".into()]))
-        );
-    }
-
-    #[test]
-    fn paths_an_upstream_could_read_differently_are_suspicious() {
-        for sneaky in [
-            "/x/../admin/users",
-            "/./admin",
-            "//admin/users",
-            "/%61dmin/users",
-            "/%2561dmin",
-            "/admin;x/users",
-            "/public/..;/admin",
-            "/admin%2Fusers",
-            "/admin%5cusers",
-            "/admin%3busers",
-            "/admin%7e",
-            "/admin%00",
-            "/admin%",
-            "/admin%4",
-            "/admin%zz",
-            "/a\\b",
-        ] {
-            assert!(suspicious(sneaky), "{sneaky}");
-        }
-        for fine in [
-            "/",
-            "/admin/users",
-            "/a.b/c..d/...",
-            "/files/caf%C3%A9",
-            "/search/a%20b",
-            "/q%3Fx",
-            "/ADMIN/users",
-        ] {
-            assert!(!suspicious(fine), "{fine}");
-        }
-    }
-
-    #[test]
-    fn bad_rules_are_refused() {
-        for (public, scoped) in [
-            (vec!["health".to_owned()], vec![]),
-            (vec!["/a/../b".to_owned()], vec![]),
-            (vec![], vec!["/admin".to_owned()]),
-            (vec![], vec!["/admin=".to_owned()]),
-            (vec!["/x".to_owned()], vec!["/x=a".to_owned()]),
-        ] {
-            assert!(
-                PathRules::parse(&public, &scoped).is_err(),
-                "{public:?} {scoped:?}"
-            );
-        }
     }
 }

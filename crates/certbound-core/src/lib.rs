@@ -51,6 +51,7 @@ mod bearer;
 mod certificate;
 mod confirmation;
 mod dpop;
+mod forward_auth;
 mod forwarded;
 pub mod introspection;
 mod jose;
@@ -70,6 +71,7 @@ pub use dpop::{
     DEFAULT_IAT_WINDOW, DEFAULT_KEY_CACHE_CAPACITY, DEFAULT_MAX_PROOF_LEN, MAX_CACHED_HEADER_LEN,
     MAX_JTI_LEN,
 };
+pub use forward_auth::{original_request, ForwardAuthHeaders, OriginalRequest};
 pub use forwarded::{
     CidrError, FormatSpecError, ForwardedCertificates, ForwardedFormat, ForwardedResult, IpCidr,
     DEFAULT_MAX_FORWARDED_HEADER_LEN,
